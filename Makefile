@@ -1,0 +1,63 @@
+# analytics-svc: `make run` starts the demo service, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 4004
+SIMULATOR ?= 1
+NODE_DIR := tests/node
+
+.PHONY: install run test lint format db clean
+
+## install: create .venv, install the pinned requirements and the Node test client (idempotent)
+install: $(VENV)/.installed $(NODE_DIR)/node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+instance/jwt-secret:
+	mkdir -p instance
+	$(BIN)/python -c "import secrets; print(secrets.token_urlsafe(48))" > $@
+	chmod 600 $@
+
+## db: create or migrate the database and seed the demo tenant
+db: install instance/jwt-secret
+	export JWT_SECRET="$${JWT_SECRET:-$$(cat instance/jwt-secret)}"; \
+	$(BIN)/flask --app wsgi db upgrade && $(BIN)/flask --app wsgi seed-demo
+
+## run: start the service on PORT (default 4004) with SQLite and the demo simulator
+run: db
+	@export JWT_SECRET="$${JWT_SECRET:-$$(cat instance/jwt-secret)}" PORT=$(PORT) SIMULATOR=$(SIMULATOR); \
+	token=$$($(BIN)/flask --app wsgi token --roles admin,ingest --lifetime 86400); \
+	echo; \
+	echo "analytics-svc on http://localhost:$(PORT)"; \
+	echo "  Socket.IO namespaces: http://localhost:$(PORT)/dashboard  http://localhost:$(PORT)/analytics/dashboard"; \
+	echo "  REST API:             http://localhost:$(PORT)/api/v1    health: http://localhost:$(PORT)/healthz"; \
+	echo "  demo entity:          event-uuid-123 (type event), tenant demo"; \
+	echo "  dev token (24 h, roles admin+ingest):"; \
+	echo "$$token"; \
+	echo; \
+	exec $(BIN)/gunicorn -c gunicorn.conf.py 'wsgi:serve()'
+
+## lint: ruff check and format check
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## format: apply ruff's formatting and safe fixes
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## test: lint, then the whole test suite against real servers
+test: install lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(NODE_DIR)/node_modules .pytest_cache .ruff_cache

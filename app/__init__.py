@@ -1,0 +1,51 @@
+"""analytics-svc: real-time analytics dashboards over Socket.IO."""
+
+import logging
+from pathlib import Path
+
+import socketio
+from flask import Flask
+
+from app.config import load_config
+from app.database import configure_engine
+from app.extensions import db, migrate
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(config=None):
+    """Build the Flask app with its database, REST API, CLI and Socket.IO server.
+
+    ``config`` overrides what the environment gives. Background work (poller,
+    expiry watch, simulator) is created here but only started by ``wsgi.serve``.
+    """
+    app = Flask(__name__, instance_relative_config=True, template_folder=str(PROJECT_ROOT / "templates"))
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    app.config.from_mapping(load_config(app.instance_path))
+    if config:
+        app.config.from_mapping(config)
+    logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
+    with app.app_context():
+        configure_engine(db.engine)
+
+    from app.api import bp as api_bp
+    from app.api.errors import register_error_handlers
+    from app.cli import register_cli
+    from app.demo import MetricSimulator
+    from app.health import bp as health_bp
+    from app.realtime.server import Realtime
+
+    app.register_blueprint(api_bp, url_prefix="/api/v1")
+    app.register_blueprint(health_bp)
+    register_error_handlers(app)
+    register_cli(app)
+
+    realtime = Realtime(app)
+    if app.config["SIMULATOR"]:
+        realtime.add_background(MetricSimulator(app, realtime.sio))
+    app.extensions["realtime"] = realtime
+    app.wsgi_app = socketio.WSGIApp(realtime.sio, app.wsgi_app)
+    return app

@@ -1,0 +1,75 @@
+"""Dashboards and their tiles."""
+
+from app import errors
+from app.api import bp
+from app.api.common import expected_version, json_body, principal
+from app.errors import AppError
+from app.services import dashboards
+from app.validation import require_id, require_object
+
+
+@bp.get("/dashboards")
+def list_dashboards():
+    """The tenant's dashboards."""
+    caller = principal()
+    return {"dashboards": dashboards.list_dashboards(caller.tenant_id)}
+
+
+@bp.post("/dashboards")
+def create_dashboard():
+    """Create ``{name, tiles?: [...]}`` (role admin)."""
+    caller = principal("admin")
+    body = require_object(json_body())
+    tiles = body.get("tiles", [])
+    if not isinstance(tiles, list):
+        raise AppError(errors.VALIDATION_FAILED, "tiles must be a list")
+    parsed = []
+    for index, tile in enumerate(tiles):
+        try:
+            parsed.append(dashboards.parse_tile(tile))
+        except AppError as exc:
+            raise AppError(exc.error, f"tiles[{index}]: {exc.message}") from None
+    return dashboards.create_dashboard(caller.tenant_id, require_id(body, "name", 200), parsed), 201
+
+
+@bp.get("/dashboards/<int:dashboard_id>")
+def get_dashboard(dashboard_id):
+    """One dashboard with its ordered tiles."""
+    caller = principal()
+    return dashboards.get_dashboard(caller.tenant_id, dashboard_id)
+
+
+@bp.post("/dashboards/<int:dashboard_id>/tiles")
+def add_tile(dashboard_id):
+    """Append a tile (role admin); subscribers get ``dashboard:update`` action ``added``."""
+    caller = principal("admin")
+    body = json_body()
+    change = dashboards.add_tile(caller.tenant_id, dashboard_id, dashboards.parse_tile(body), expected_version(body))
+    return change, 201
+
+
+@bp.patch("/dashboards/<int:dashboard_id>/tiles/<int:tile_id>")
+def update_tile(dashboard_id, tile_id):
+    """Change some fields of a tile (role admin); action ``updated``."""
+    caller = principal("admin")
+    body = json_body()
+    fields = dashboards.parse_tile(body, partial=True)
+    return dashboards.update_tile(caller.tenant_id, dashboard_id, tile_id, fields, expected_version(body))
+
+
+@bp.delete("/dashboards/<int:dashboard_id>/tiles/<int:tile_id>")
+def remove_tile(dashboard_id, tile_id):
+    """Remove a tile (role admin); action ``removed``."""
+    caller = principal("admin")
+    return dashboards.remove_tile(caller.tenant_id, dashboard_id, tile_id, expected_version({}))
+
+
+@bp.put("/dashboards/<int:dashboard_id>/tiles/order")
+def reorder_tiles(dashboard_id):
+    """Reorder ``{tileIds: [...]}`` (role admin); action ``reordered`` with the new ``order``."""
+    caller = principal("admin")
+    body = require_object(json_body())
+    tile_ids = body.get("tileIds")
+    if not isinstance(tile_ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in tile_ids):
+        raise AppError(errors.VALIDATION_FAILED, "tileIds must be a list of tile ids")
+    return dashboards.reorder_tiles(caller.tenant_id, dashboard_id, tile_ids, expected_version(body))

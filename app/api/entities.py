@@ -1,0 +1,45 @@
+"""Entities of the tenant."""
+
+from flask import current_app
+
+from app import errors
+from app.api import bp
+from app.api.common import json_body, principal
+from app.errors import AppError
+from app.services import entities
+from app.validation import optional_text, require_choice, require_object
+
+
+@bp.get("/entities")
+def list_entities():
+    """The tenant's entities."""
+    caller = principal()
+    return {"entities": entities.list_entities(caller.tenant_id)}
+
+
+@bp.get("/entities/<entity_id>")
+def get_entity(entity_id):
+    """One of the tenant's entities."""
+    caller = principal()
+    return entities.entity_to_dict(entities.find_entity(caller.tenant_id, entity_id))
+
+
+@bp.put("/entities/<entity_id>")
+def put_entity(entity_id):
+    """Register an entity ``{entityType, name?, dashboardId?}`` or rename it (role admin)."""
+    caller = principal("admin")
+    config = current_app.config
+    body = require_object(json_body())
+    if len(entity_id) > config["MAX_ID_LENGTH"] or not entity_id.isprintable():
+        raise AppError(errors.VALIDATION_FAILED, f"entityId must be at most {config['MAX_ID_LENGTH']} characters")
+    dashboard_id = body.get("dashboardId")
+    if dashboard_id is not None and (isinstance(dashboard_id, bool) or not isinstance(dashboard_id, int)):
+        raise AppError(errors.VALIDATION_FAILED, "dashboardId must be an integer")
+    entity, created = entities.register_entity(
+        caller.tenant_id,
+        entity_id,
+        require_choice(body, "entityType", config["ENTITY_TYPES"]),
+        optional_text(body, "name", 200),
+        dashboard_id,
+    )
+    return entity, 201 if created else 200

@@ -1,0 +1,47 @@
+"""JSON error answers in the one ``{code, message}`` shape, with their HTTP status."""
+
+import logging
+
+from flask import jsonify
+from werkzeug.exceptions import HTTPException
+
+from app import errors
+from app.errors import AppError
+
+log = logging.getLogger(__name__)
+
+_HTTP_TO_ERROR = {
+    404: errors.NOT_FOUND,
+    405: errors.METHOD_NOT_ALLOWED,
+    413: errors.PAYLOAD_TOO_LARGE,
+}
+
+
+def error_response(exc):
+    """Return the JSON response for an :class:`AppError`."""
+    response = jsonify(exc.to_dict())
+    response.status_code = exc.status
+    if exc.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="analytics-svc"'
+    return response
+
+
+def register_error_handlers(app):
+    """Answer every error, ours or Werkzeug's, as ``{code, message}``."""
+
+    @app.errorhandler(AppError)
+    def _app_error(exc):
+        return error_response(exc)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc):
+        entry = _HTTP_TO_ERROR.get(exc.code)
+        if entry is None:
+            entry = errors.VALIDATION_FAILED if 400 <= exc.code < 500 else errors.INTERNAL
+            return error_response(AppError(entry, exc.description or entry.message))
+        return error_response(AppError(entry))
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc):
+        log.exception("unhandled error")
+        return error_response(AppError(errors.INTERNAL))

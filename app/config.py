@@ -1,0 +1,132 @@
+"""Configuration: the only module that reads ``os.environ``."""
+
+import os
+from pathlib import Path
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_str(name, default=None):
+    """Return the variable as a stripped string, or ``default`` when unset or empty."""
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    return value.strip()
+
+
+def env_int(name, default, minimum=None):
+    """Return the variable as an integer; raise ``ValueError`` naming it when malformed."""
+    raw = env_str(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def env_float(name, default, minimum=None):
+    """Return the variable as a float; raise ``ValueError`` naming it when malformed."""
+    raw = env_str(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def env_bool(name, default):
+    """Return the variable as a boolean (1/0, true/false, yes/no, on/off)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def env_list(name, default):
+    """Return a comma-separated variable as a list of non-empty items."""
+    raw = env_str(name)
+    if raw is None:
+        return list(default)
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _read_public_key():
+    key = env_str("JWT_PUBLIC_KEY")
+    path = env_str("JWT_PUBLIC_KEY_FILE")
+    if key and path:
+        raise ValueError("set JWT_PUBLIC_KEY or JWT_PUBLIC_KEY_FILE, not both")
+    if path:
+        return Path(path).read_text()
+    if key:
+        # Environment files often carry the PEM on one line with literal "\n".
+        return key.replace("\\n", "\n")
+    return None
+
+
+def _default_database_url(instance_path):
+    return f"sqlite:///{Path(instance_path) / 'analytics.db'}"
+
+
+def load_config(instance_path):
+    """Build the application configuration from the environment."""
+    public_key = _read_public_key()
+    secret = env_str("JWT_SECRET")
+    algorithms = []
+    if public_key:
+        algorithms.append("RS256")
+    if secret:
+        algorithms.append("HS256")
+    cors = env_list("CORS_ALLOWED_ORIGINS", ["*"])
+    return {
+        "SQLALCHEMY_DATABASE_URI": env_str("DATABASE_URL") or _default_database_url(instance_path),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SECRET_KEY": env_str("SECRET_KEY") or secret or os.urandom(32).hex(),
+        "LOG_LEVEL": env_str("LOG_LEVEL", "INFO").upper(),
+        # Authentication
+        "JWT_SECRET": secret,
+        "JWT_PUBLIC_KEY": public_key,
+        "JWT_ALGORITHMS": algorithms,
+        "JWT_ISSUER": env_str("JWT_ISSUER"),
+        "JWT_AUDIENCE": env_str("JWT_AUDIENCE"),
+        "JWT_LEEWAY_SECONDS": env_int("JWT_LEEWAY_SECONDS", 30, minimum=0),
+        # Socket.IO
+        "CORS_ALLOWED_ORIGINS": "*" if cors == ["*"] else cors,
+        "ENTITY_TYPES": env_list("ENTITY_TYPES", ["event", "venue"]),
+        "MAX_SUBSCRIPTIONS_PER_CONNECTION": env_int("MAX_SUBSCRIPTIONS_PER_CONNECTION", 50, 1),
+        "SOCKET_RATE_LIMIT": env_str("SOCKET_RATE_LIMIT", "30/second"),
+        "MAX_ID_LENGTH": env_int("MAX_ID_LENGTH", 128, 1),
+        # Change feed
+        "POLL_INTERVAL": env_float("POLL_INTERVAL", 0.1, minimum=0.005),
+        "POLL_BATCH_SIZE": env_int("POLL_BATCH_SIZE", 5000, 1),
+        "POLL_GAP_TIMEOUT": env_float("POLL_GAP_TIMEOUT", 30.0, minimum=0.1),
+        "POLL_MAX_BACKOFF": env_float("POLL_MAX_BACKOFF", 5.0, minimum=0.01),
+        # REST
+        "MAX_INGEST_BATCH": env_int("MAX_INGEST_BATCH", 1000, 1),
+        "MAX_CONTENT_LENGTH": env_int("MAX_REQUEST_BYTES", 1024 * 1024, 1024),
+        # Demo
+        "SIMULATOR": env_bool("SIMULATOR", False),
+        "SIMULATOR_INTERVAL": env_float("SIMULATOR_INTERVAL", 1.0, minimum=0.05),
+        "DEMO_TENANT": env_str("DEMO_TENANT", "demo"),
+    }
+
+
+class TestConfig:
+    """Overrides for in-process tests: a throwaway SQLite file and a fixed secret."""
+
+    JWT_SECRET = "test-secret-that-is-at-least-32-bytes-long"
+    JWT_ALGORITHMS = ["HS256"]
+    TESTING = True

@@ -1,0 +1,64 @@
+"""Engine tuning and the two kinds of transaction the services use."""
+
+from contextlib import contextmanager
+
+from sqlalchemy import event
+
+from app.extensions import db
+
+
+def configure_engine(engine):
+    """Tune a new engine for its dialect: on SQLite, WAL, a busy timeout and real foreign keys.
+
+    pysqlite's own transaction handling is switched off so that we emit BEGIN
+    ourselves: a write transaction starts with BEGIN IMMEDIATE and takes the
+    write lock up front instead of failing on a lock upgrade under contention.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        immediate = connection.get_execution_options().get("write_lock", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@contextmanager
+def write_transaction():
+    """Run the block as one transaction that commits whole or rolls back whole."""
+    session = db.session()
+    if session.in_transaction():
+        session.rollback()
+    session.connection(execution_options={"write_lock": True})
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
+@contextmanager
+def consistent_read():
+    """Run the block's queries against one snapshot of the database, then end it."""
+    session = db.session()
+    if session.in_transaction():
+        session.rollback()
+    options = {}
+    if session.get_bind().dialect.name == "postgresql":
+        options["isolation_level"] = "REPEATABLE READ"
+    session.connection(execution_options=options)
+    try:
+        yield session
+    finally:
+        session.rollback()

@@ -1,0 +1,7 @@
+"""Database tables, one module per aggregate."""
+
+from app.models.dashboard import Dashboard, Tile
+from app.models.entity import Entity
+from app.models.metric import CHANGE_DASHBOARD, CHANGE_METRIC, ChangeLog, MetricValue
+
+__all__ = ["CHANGE_DASHBOARD", "CHANGE_METRIC", "ChangeLog", "Dashboard", "Entity", "MetricValue", "Tile"]

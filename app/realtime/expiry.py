@@ -1,0 +1,50 @@
+"""Disconnecting sockets whose token expires while they are connected."""
+
+import heapq
+import logging
+import time
+
+from app import errors
+from app.errors import AppError
+
+log = logging.getLogger(__name__)
+
+
+class TokenExpiryWatch:
+    """One background task and a heap of deadlines, instead of a timer per socket."""
+
+    def __init__(self, sio, resolution=0.25):
+        self._sio = sio
+        self._resolution = resolution
+        self._deadlines = []
+        self._running = False
+
+    def watch(self, sid, namespace, expires_at):
+        """Disconnect ``sid`` from ``namespace`` at ``expires_at`` (a Unix time)."""
+        heapq.heappush(self._deadlines, (expires_at, sid, namespace))
+
+    def start(self):
+        """Start watching in a background task."""
+        self._running = True
+        self._sio.start_background_task(self._run)
+
+    def stop(self):
+        """Stop watching."""
+        self._running = False
+
+    def _run(self):
+        while self._running:
+            try:
+                self.expire_due(time.time())
+            except Exception:
+                log.exception("token expiry check failed")
+            self._sio.sleep(self._resolution)
+
+    def expire_due(self, now):
+        """Send ``error`` and disconnect every still-connected socket whose deadline has passed."""
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, sid, namespace = heapq.heappop(self._deadlines)
+            if not self._sio.manager.is_connected(sid, namespace):
+                continue
+            self._sio.emit("error", AppError(errors.TOKEN_EXPIRED).to_dict(), to=sid, namespace=namespace)
+            self._sio.disconnect(sid, namespace=namespace)

@@ -1,0 +1,49 @@
+"""Turning committed changes into Socket.IO events for the rooms that have subscribers."""
+
+from app.realtime.rooms import DASHBOARD_NAMESPACE, UPDATES_NAMESPACE, room_for
+from app.validation import iso_utc
+
+
+class FanOut:
+    """Emits ``metric:update`` and ``dashboard:update``; each packet is encoded once per emit."""
+
+    def __init__(self, sio):
+        self._sio = sio
+
+    def _has_subscribers(self, namespace, room):
+        return bool(self._sio.manager.rooms.get(namespace, {}).get(room))
+
+    def metric(self, change):
+        """Send a metric change to the entity's room on ``/dashboard``, if anyone is there."""
+        room = room_for(change.tenant_id, change.entity_id)
+        if not self._has_subscribers(DASHBOARD_NAMESPACE, room):
+            return
+        data = {
+            "entityId": change.entity_id,
+            "metricName": change.metric_name,
+            "value": change.value,
+            "timestamp": iso_utc(change.recorded_at),
+            "seq": change.seq,
+        }
+        self._sio.emit("metric:update", data, to=room, namespace=DASHBOARD_NAMESPACE)
+
+    def dashboard(self, change, users):
+        """Send a layout change to the rooms of the tenant's entities in ``users``, on both namespaces.
+
+        A socket subscribed to several of those entities gets the event once.
+        """
+        rooms = [room_for(tenant_id, entity_id) for tenant_id, entity_id in users if tenant_id == change.tenant_id]
+        payload = change.payload
+        data = {
+            "dashboardId": change.dashboard_id,
+            "action": payload["action"],
+            "tile": payload.get("tile"),
+            "version": payload.get("version"),
+            "seq": change.seq,
+        }
+        if "order" in payload:
+            data["order"] = payload["order"]
+        for namespace in (DASHBOARD_NAMESPACE, UPDATES_NAMESPACE):
+            live = [room for room in rooms if self._has_subscribers(namespace, room)]
+            if live:
+                self._sio.emit("dashboard:update", data, to=live, namespace=namespace)

@@ -1,0 +1,101 @@
+"""The two Socket.IO namespaces of the seed API, as namespace classes.
+
+Handlers validate, call one rule, and answer; per-connection data lives in the
+Socket.IO session and subscriptions are rooms.
+"""
+
+import logging
+
+import socketio
+from limits import parse as parse_rate
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from app import errors
+from app.auth import verify_token
+from app.errors import AppError
+from app.realtime.rooms import DASHBOARD_NAMESPACE, UPDATES_NAMESPACE, room_for
+from app.validation import require_choice, require_id, require_object
+
+log = logging.getLogger(__name__)
+
+_RESERVED = {"connect", "disconnect"}
+
+
+class EntityNamespace(socketio.Namespace):
+    """Authenticated connection, ``subscribe`` / ``unsubscribe``, and errors as ``error`` events."""
+
+    def __init__(self, namespace, config, poller, expiry):
+        super().__init__(namespace)
+        self._config = config
+        self._poller = poller
+        self._expiry = expiry
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._rate = parse_rate(config["SOCKET_RATE_LIMIT"])
+
+    def trigger_event(self, event, *args):
+        """Route an event; answer bad input and failures with ``error`` and keep the connection."""
+        sid, payload = args[0], args[1:]
+        # python-socketio also routes client EVENT packets named "connect" or
+        # "disconnect" here. Only a real handshake finds the session empty: a
+        # successful connect always saves one.
+        if event == "connect" and len(args) == 3 and not self.get_session(sid):
+            return self.on_connect(*args)
+        if event == "disconnect" and not self.server.manager.is_connected(sid, self.namespace):
+            return self.on_disconnect(*args)
+        try:
+            if not self._limiter.hit(self._rate, self.namespace, sid):
+                raise AppError(errors.RATE_LIMITED, "too many events; slow down")
+            handler = None if event in _RESERVED else getattr(self, f"on_{event}", None)
+            if handler is None:
+                raise AppError(errors.UNKNOWN_EVENT, f"unknown event {str(event)[:64]!r}")
+            return handler(sid, *payload[:1])
+        except AppError as exc:
+            body = exc.to_dict()
+        except Exception:
+            log.exception("event %r from %s failed", event, sid)
+            body = AppError(errors.INTERNAL).to_dict()
+        self.emit("error", body, to=sid)
+        return {"ok": False, "error": body}
+
+    def on_connect(self, sid, _environ, auth):
+        """Accept the connection only with a valid token carrying a tenant."""
+        token = auth.get("token") if isinstance(auth, dict) else None
+        try:
+            principal = verify_token(token, self._config)
+        except AppError as exc:
+            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_dict()) from None
+        self.save_session(sid, {"tenant_id": principal.tenant_id, "subject": principal.subject})
+        self._expiry.watch(sid, self.namespace, principal.expires_at)
+
+    def on_disconnect(self, sid, _reason=None):
+        """Rooms are left by the server itself; nothing else is held per socket."""
+
+    def on_subscribe(self, sid, payload=None):
+        """``subscribe {entityId, entityType}``: join the entity's room and send ``dashboard:initial``."""
+        payload = require_object(payload, errors.INVALID_PAYLOAD)
+        entity_id = require_id(payload, "entityId", self._config["MAX_ID_LENGTH"], errors.INVALID_PAYLOAD)
+        entity_type = require_choice(payload, "entityType", self._config["ENTITY_TYPES"], errors.INVALID_PAYLOAD)
+        tenant_id = self.get_session(sid)["tenant_id"]
+        room = room_for(tenant_id, entity_id)
+        joined = [r for r in self.rooms(sid) if r != sid]
+        if room not in joined and len(joined) >= self._config["MAX_SUBSCRIPTIONS_PER_CONNECTION"]:
+            raise AppError(
+                errors.TOO_MANY_SUBSCRIPTIONS,
+                f"at most {self._config['MAX_SUBSCRIPTIONS_PER_CONNECTION']} subscriptions per connection",
+            )
+        snapshot = self._poller.subscribe(sid, self.namespace, tenant_id, entity_id, entity_type)
+        return {"ok": True, "seq": snapshot["seq"] if snapshot else None}
+
+    def on_unsubscribe(self, sid, payload=None):
+        """``unsubscribe {entityId}``: leave the entity's room; nothing more reaches this socket for it."""
+        payload = require_object(payload, errors.INVALID_PAYLOAD)
+        entity_id = require_id(payload, "entityId", self._config["MAX_ID_LENGTH"], errors.INVALID_PAYLOAD)
+        tenant_id = self.get_session(sid)["tenant_id"]
+        self.leave_room(sid, room_for(tenant_id, entity_id))
+        return {"ok": True}
+
+
+def namespaces_for(config, poller, expiry):
+    """The namespace objects to register: ``/dashboard`` and ``/analytics/dashboard``."""
+    return [EntityNamespace(ns, config, poller, expiry) for ns in (DASHBOARD_NAMESPACE, UPDATES_NAMESPACE)]

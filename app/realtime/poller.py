@@ -1,0 +1,205 @@
+"""The change poller: one greenlet per worker turns committed change-log rows into events.
+
+Guarantees (see docs/websocket-api.md, "Ordering and delivery"):
+
+* every committed change is delivered, even when transactions commit out of
+  ``seq`` order: a ``seq`` missing below the highest one seen is a *gap*, asked
+  for again on every tick until it shows up or ``POLL_GAP_TIMEOUT`` passes
+  (then it is taken as rolled back);
+* no change is delivered twice: the poller only reads above its head or in
+  its gaps;
+* a value never goes backwards: several changes of one metric in a tick are
+  conflated to the newest, and a late gap row older than a value already sent
+  for the same metric is dropped;
+* a subscribe reads its snapshot in the same database snapshot as a tick and
+  under the same lock, so each change is either in the snapshot or delivered
+  after it, and every update after it has ``seq`` greater than the snapshot's.
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from gevent.lock import RLock
+
+from app.database import consistent_read
+from app.models import CHANGE_DASHBOARD, CHANGE_METRIC
+from app.realtime.rooms import room_for
+from app.services import changes as change_log
+from app.services.entities import entity_snapshot
+
+log = logging.getLogger(__name__)
+
+#: A jump in seq wider than this is not tracked seq by seq (taken as never written).
+MAX_TRACKED_GAP = 10_000
+
+
+@dataclass
+class _Batch:
+    changes: list = field(default_factory=list)
+    dashboard_users: dict = field(default_factory=dict)
+    head: int | None = None
+    full: bool = False
+
+
+class ChangePoller:
+    """Owns the read position in the change log and the fan-out of what it reads."""
+
+    def __init__(self, app, sio, fanout):
+        config = app.config
+        self._app = app
+        self._sio = sio
+        self._fanout = fanout
+        self._interval = config["POLL_INTERVAL"]
+        self._batch_size = config["POLL_BATCH_SIZE"]
+        self._gap_timeout = config["POLL_GAP_TIMEOUT"]
+        self._max_backoff = config["POLL_MAX_BACKOFF"]
+        self._lock = RLock()
+        self._wake = sio.eio.create_event()
+        self._head = None  # highest seq read; None until the first successful read
+        self._gaps = {}  # seq -> monotonic time it was first found missing
+        self._sent = {}  # (tenant, entity, metric) -> seq sent, kept while gaps are open
+        self._running = False
+        self._task = None
+        self.ticks = 0
+
+    @property
+    def position(self):
+        """The change-log position: every change at or below it has been delivered or reflected."""
+        if self._head is None:
+            return 0
+        return min(self._gaps) - 1 if self._gaps else self._head
+
+    def start(self):
+        """Start polling in a background task."""
+        self._running = True
+        change_log.change_committed.connect(self._on_commit, weak=False)
+        self._task = self._sio.start_background_task(self._run)
+
+    def stop(self):
+        """Stop polling after the current tick."""
+        self._running = False
+        change_log.change_committed.disconnect(self._on_commit)
+        self._wake.set()
+
+    def _on_commit(self, _sender=None, **_kwargs):
+        self._wake.set()
+
+    def _run(self):
+        backoff = 0.0
+        while self._running:
+            try:
+                more = self.tick()
+                backoff = 0.0
+            except Exception:
+                backoff = min(max(backoff * 2, self._interval, 0.05), self._max_backoff)
+                log.exception("change poll failed; retrying in %.2fs", backoff)
+                self._sio.sleep(backoff)
+                continue
+            if not more:
+                self._wake.wait(self._interval)
+                self._wake.clear()
+
+    def tick(self):
+        """Read and deliver one batch of changes; return True when more are waiting."""
+        with self._lock, self._app.app_context():
+            with consistent_read():
+                batch = self._read()
+            self._deliver(batch)
+        self.ticks += 1
+        return batch.full
+
+    def subscribe(self, sid, namespace, tenant_id, entity_id, entity_type):
+        """Join ``sid`` to the entity's room and send it ``dashboard:initial``; return the snapshot.
+
+        Raises UNKNOWN_ENTITY (after delivering what it read) when the tenant has
+        no such entity. Returns None when the socket left meanwhile.
+        """
+        with self._lock, self._app.app_context():
+            failure = None
+            with consistent_read():
+                batch = self._read()
+                try:
+                    snapshot = entity_snapshot(tenant_id, entity_id, entity_type)
+                except Exception as exc:  # delivered below first, then raised
+                    failure = exc
+            self._deliver(batch)
+            if failure is not None:
+                raise failure
+            if not self._sio.manager.is_connected(sid, namespace):
+                return None
+            self._sio.enter_room(sid, room_for(tenant_id, entity_id), namespace=namespace)
+            snapshot["seq"] = self.position
+            self._sio.emit("dashboard:initial", snapshot, to=sid, namespace=namespace)
+            return snapshot
+
+    def _read(self):
+        """Query the database; changes nothing in the poller."""
+        if self._head is None:
+            return _Batch(head=change_log.latest_seq())
+        rows = change_log.fetch_changes(self._head, self._gaps.keys(), self._batch_size)
+        dashboards = {c.dashboard_id for c in rows if c.kind == CHANGE_DASHBOARD}
+        return _Batch(
+            changes=rows,
+            dashboard_users=change_log.entities_using(dashboards),
+            full=len(rows) >= self._batch_size,
+        )
+
+    def _accept(self, batch, now):
+        """Advance head and gaps over the batch; return the changes not seen before, in seq order."""
+        accepted = []
+        for change in batch.changes:
+            seq = change.seq
+            if seq in self._gaps:
+                del self._gaps[seq]
+            elif seq > self._head:
+                if seq - self._head <= MAX_TRACKED_GAP:
+                    for missing in range(self._head + 1, seq):
+                        self._gaps[missing] = now
+                else:
+                    log.warning(
+                        "change log jumped from seq %d to %d; not waiting for the rows between", self._head, seq
+                    )
+                self._head = seq
+            else:
+                continue
+            accepted.append(change)
+        for seq, since in list(self._gaps.items()):
+            if now - since > self._gap_timeout:
+                del self._gaps[seq]
+                log.info("seq %d never committed within %.1fs; taken as rolled back", seq, self._gap_timeout)
+        return accepted
+
+    def _deliver(self, batch):
+        if batch.head is not None:
+            if self._head is None:
+                self._head = batch.head
+            return
+        accepted = self._accept(batch, time.monotonic())
+        newest = {}
+        outgoing = []
+        for change in accepted:
+            if change.kind == CHANGE_METRIC:
+                newest[(change.tenant_id, change.entity_id, change.metric_name)] = change
+            else:
+                outgoing.append(change)
+        for key, change in newest.items():
+            if self._sent.get(key, 0) > change.seq:
+                continue  # a late row older than the value already sent
+            if self._gaps:
+                self._sent[key] = change.seq
+            outgoing.append(change)
+        outgoing.sort(key=lambda c: c.seq)
+        for change in outgoing:
+            if change.kind == CHANGE_METRIC:
+                self._fanout.metric(change)
+            else:
+                self._fanout.dashboard(change, batch.dashboard_users.get(change.dashboard_id, ()))
+        self._forget_settled()
+
+    def _forget_settled(self):
+        if not self._gaps:
+            self._sent.clear()
+            return
+        floor = self.position
+        self._sent = {key: seq for key, seq in self._sent.items() if seq > floor}

@@ -1,0 +1,1 @@
+"""The rules: every read and write the handlers need. The only code that commits."""

@@ -1,0 +1,76 @@
+"""The change log: appending layout changes, reading committed changes in ``seq`` order."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from blinker import Namespace
+from sqlalchemy import or_, select
+
+from app.extensions import db
+from app.models import CHANGE_DASHBOARD, ChangeLog, Entity
+
+_signals = Namespace()
+
+#: Sent after a transaction that appended to the change log has committed, so
+#: that a local poller can look at once instead of at its next tick.
+change_committed = _signals.signal("change-committed")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One committed change-log row, as plain data."""
+
+    seq: int
+    tenant_id: str
+    kind: str
+    entity_id: str | None
+    metric_name: str | None
+    value: float | None
+    recorded_at: datetime
+    dashboard_id: int | None
+    payload: dict | None
+
+
+def append_dashboard_change(session, tenant_id, dashboard_id, payload):
+    """Add a layout change to the current transaction."""
+    session.add(ChangeLog(tenant_id=tenant_id, kind=CHANGE_DASHBOARD, dashboard_id=dashboard_id, payload=payload))
+
+
+def fetch_changes(after_seq, missing_seqs, limit):
+    """Return committed changes with ``seq > after_seq`` or ``seq in missing_seqs``, oldest first."""
+    condition = ChangeLog.seq > after_seq
+    if missing_seqs:
+        condition = or_(condition, ChangeLog.seq.in_(sorted(missing_seqs)))
+    columns = (
+        ChangeLog.seq,
+        ChangeLog.tenant_id,
+        ChangeLog.kind,
+        ChangeLog.entity_id,
+        ChangeLog.metric_name,
+        ChangeLog.value,
+        ChangeLog.recorded_at,
+        ChangeLog.dashboard_id,
+        ChangeLog.payload,
+    )
+    rows = db.session.execute(select(*columns).where(condition).order_by(ChangeLog.seq).limit(limit))
+    return [Change(*row) for row in rows]
+
+
+def latest_seq():
+    """Return the highest ``seq`` in the change log, 0 when it is empty."""
+    return db.session.scalar(select(db.func.max(ChangeLog.seq))) or 0
+
+
+def entities_using(dashboard_ids):
+    """Map each dashboard id to the ``(tenant_id, entity_id)`` pairs of the entities that use it."""
+    if not dashboard_ids:
+        return {}
+    rows = db.session.execute(
+        select(Entity.dashboard_id, Entity.tenant_id, Entity.entity_id).where(
+            Entity.dashboard_id.in_(sorted(dashboard_ids))
+        )
+    )
+    users = {}
+    for dashboard_id, tenant_id, entity_id in rows:
+        users.setdefault(dashboard_id, []).append((tenant_id, entity_id))
+    return users

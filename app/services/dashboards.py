@@ -1,0 +1,201 @@
+"""Dashboards and tiles: reads, and layout changes that subscribers see live.
+
+Every layout change locks its dashboard, checks the optional expected version,
+bumps the version and appends a change-log row in the same transaction; the
+poller turns that row into ``dashboard:update``.
+"""
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from app import errors
+from app.database import write_transaction
+from app.errors import AppError
+from app.extensions import db
+from app.models import Dashboard, Tile
+from app.services.changes import append_dashboard_change, change_committed
+from app.validation import (
+    optional_text,
+    optional_thresholds,
+    require_choice,
+    require_id,
+    require_object,
+)
+
+TILE_KINDS = ("number", "gauge", "line")
+MAX_TILES = 100
+ACTION_ADDED = "added"
+ACTION_REMOVED = "removed"
+ACTION_UPDATED = "updated"
+ACTION_REORDERED = "reordered"
+
+
+def tile_to_dict(tile):
+    """Serialize a tile for clients."""
+    return {
+        "id": tile.id,
+        "position": tile.position,
+        "title": tile.title,
+        "metricName": tile.metric_name,
+        "kind": tile.kind,
+        "unit": tile.unit,
+        "thresholds": tile.thresholds,
+    }
+
+
+def dashboard_to_dict(dashboard, with_tiles=True):
+    """Serialize a dashboard, with its ordered tiles unless ``with_tiles`` is false."""
+    result = {"id": dashboard.id, "name": dashboard.name, "version": dashboard.version}
+    if with_tiles:
+        result["tiles"] = [tile_to_dict(t) for t in dashboard.tiles]
+    return result
+
+
+def parse_tile(payload, partial=False):
+    """Validate a tile's fields; with ``partial``, only the fields present. Returns model field names."""
+    payload = require_object(payload, what="tile")
+    fields = {}
+    if not partial or "title" in payload:
+        fields["title"] = require_id(payload, "title", 200)
+    if not partial or "metricName" in payload:
+        fields["metric_name"] = require_id(payload, "metricName", 128)
+    if not partial or "kind" in payload:
+        fields["kind"] = require_choice(payload, "kind", TILE_KINDS)
+    if not partial or "unit" in payload:
+        fields["unit"] = optional_text(payload, "unit", 32)
+    if not partial or "thresholds" in payload:
+        fields["thresholds"] = optional_thresholds(payload)
+    unknown = set(payload) - {"title", "metricName", "kind", "unit", "thresholds", "expectedVersion"}
+    if unknown:
+        raise AppError(errors.VALIDATION_FAILED, f"unknown tile field(s): {', '.join(sorted(unknown))}")
+    if partial and not fields:
+        raise AppError(errors.VALIDATION_FAILED, "nothing to update")
+    return fields
+
+
+def list_dashboards(tenant_id):
+    """Return the tenant's dashboards (without tiles), oldest first."""
+    query = select(Dashboard).where(Dashboard.tenant_id == tenant_id).order_by(Dashboard.id)
+    return [dashboard_to_dict(d, with_tiles=False) for d in db.session.scalars(query)]
+
+
+def _find_dashboard(session, tenant_id, dashboard_id, lock=False):
+    query = select(Dashboard).where(Dashboard.id == dashboard_id, Dashboard.tenant_id == tenant_id)
+    if lock:
+        query = query.with_for_update()
+    dashboard = session.scalar(query)
+    if dashboard is None:
+        raise AppError(errors.NOT_FOUND, f"unknown dashboard {dashboard_id}")
+    return dashboard
+
+
+def get_dashboard(tenant_id, dashboard_id):
+    """Return one of the tenant's dashboards with its ordered tiles, or raise NOT_FOUND."""
+    return dashboard_to_dict(_find_dashboard(db.session, tenant_id, dashboard_id))
+
+
+def create_dashboard(tenant_id, name, tiles):
+    """Create a dashboard with ``tiles`` (parsed by :func:`parse_tile`) in order; return it."""
+    if len(tiles) > MAX_TILES:
+        raise AppError(errors.VALIDATION_FAILED, f"a dashboard holds at most {MAX_TILES} tiles")
+    with write_transaction() as session:
+        dashboard = Dashboard(tenant_id=tenant_id, name=name, version=1)
+        dashboard.tiles = [Tile(position=i, **fields) for i, fields in enumerate(tiles)]
+        session.add(dashboard)
+        session.flush()
+        result = dashboard_to_dict(dashboard)
+    return result
+
+
+def _begin_change(session, tenant_id, dashboard_id, expected_version):
+    dashboard = _find_dashboard(session, tenant_id, dashboard_id, lock=True)
+    if expected_version is not None and expected_version != dashboard.version:
+        raise AppError(
+            errors.CONFLICT,
+            f"dashboard {dashboard_id} is at version {dashboard.version}, not {expected_version}: "
+            "someone else changed it; reload and try again",
+        )
+    dashboard.version += 1
+    dashboard.updated_at = datetime.now(UTC)
+    return dashboard
+
+
+def _find_tile(dashboard, tile_id):
+    for tile in dashboard.tiles:
+        if tile.id == tile_id:
+            return tile
+    raise AppError(errors.NOT_FOUND, f"unknown tile {tile_id}")
+
+
+def _commit_change(session, dashboard, action, tile=None, order=None):
+    payload = {"action": action, "tile": tile, "version": dashboard.version}
+    if order is not None:
+        payload["order"] = order
+    append_dashboard_change(session, dashboard.tenant_id, dashboard.id, payload)
+    return payload
+
+
+def add_tile(tenant_id, dashboard_id, fields, expected_version=None):
+    """Append a tile to the dashboard; return the change ``{action, tile, version}``."""
+    with write_transaction() as session:
+        dashboard = _begin_change(session, tenant_id, dashboard_id, expected_version)
+        if len(dashboard.tiles) >= MAX_TILES:
+            raise AppError(errors.VALIDATION_FAILED, f"a dashboard holds at most {MAX_TILES} tiles")
+        tile = Tile(position=len(dashboard.tiles), **fields)
+        dashboard.tiles.append(tile)
+        session.flush()
+        change = _commit_change(session, dashboard, ACTION_ADDED, tile=tile_to_dict(tile))
+    change_committed.send()
+    return change
+
+
+def update_tile(tenant_id, dashboard_id, tile_id, fields, expected_version=None):
+    """Change some fields of a tile; return the change ``{action, tile, version}``."""
+    with write_transaction() as session:
+        dashboard = _begin_change(session, tenant_id, dashboard_id, expected_version)
+        tile = _find_tile(dashboard, tile_id)
+        for name, value in fields.items():
+            setattr(tile, name, value)
+        session.flush()
+        change = _commit_change(session, dashboard, ACTION_UPDATED, tile=tile_to_dict(tile))
+    change_committed.send()
+    return change
+
+
+def _renumber(session, tiles):
+    # Two passes keep the (dashboard, position) unique constraint true at every statement.
+    for i, tile in enumerate(tiles):
+        tile.position = -1 - i
+    session.flush()
+    for i, tile in enumerate(tiles):
+        tile.position = i
+    session.flush()
+
+
+def remove_tile(tenant_id, dashboard_id, tile_id, expected_version=None):
+    """Remove a tile and close the gap in positions; return the change ``{action, tile, version}``."""
+    with write_transaction() as session:
+        dashboard = _begin_change(session, tenant_id, dashboard_id, expected_version)
+        tile = _find_tile(dashboard, tile_id)
+        removed = tile_to_dict(tile)
+        dashboard.tiles.remove(tile)
+        session.flush()
+        _renumber(session, dashboard.tiles)
+        change = _commit_change(session, dashboard, ACTION_REMOVED, tile=removed)
+    change_committed.send()
+    return change
+
+
+def reorder_tiles(tenant_id, dashboard_id, tile_ids, expected_version=None):
+    """Put the tiles in the order of ``tile_ids`` (every tile exactly once); return the change."""
+    with write_transaction() as session:
+        dashboard = _begin_change(session, tenant_id, dashboard_id, expected_version)
+        by_id = {tile.id: tile for tile in dashboard.tiles}
+        if sorted(tile_ids) != sorted(by_id):
+            raise AppError(errors.VALIDATION_FAILED, "tileIds must list every tile of the dashboard exactly once")
+        ordered = [by_id[i] for i in tile_ids]
+        _renumber(session, ordered)
+        change = _commit_change(session, dashboard, ACTION_REORDERED, order=list(tile_ids))
+    change_committed.send()
+    return change

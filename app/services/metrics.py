@@ -1,0 +1,112 @@
+"""Metric values: recording them (one or a batch, all or nothing) and reading current values."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select
+
+from app import errors
+from app.database import write_transaction
+from app.errors import AppError
+from app.extensions import db
+from app.models import CHANGE_METRIC, ChangeLog, Entity, MetricValue
+from app.services.changes import change_committed
+from app.services.entities import find_entity
+from app.validation import iso_utc, optional_timestamp, require_id, require_number, require_object
+
+
+@dataclass(frozen=True, slots=True)
+class MetricPoint:
+    """One value to record for one metric of one entity."""
+
+    entity_id: str
+    metric_name: str
+    value: float
+    recorded_at: datetime
+    entity_type: str | None = None
+
+
+def parse_point(payload, max_id_length):
+    """Validate one ``{entityId, metricName, value, timestamp?, entityType?}`` object."""
+    payload = require_object(payload, what="metric")
+    entity_type = payload.get("entityType")
+    return MetricPoint(
+        entity_id=require_id(payload, "entityId", max_id_length),
+        metric_name=require_id(payload, "metricName", max_id_length),
+        value=require_number(payload, "value"),
+        recorded_at=optional_timestamp(payload, "timestamp"),
+        entity_type=require_id(payload, "entityType", max_id_length) if entity_type is not None else None,
+    )
+
+
+def parse_points(body, max_batch, max_id_length):
+    """Validate a single metric object, ``{"metrics": [...]}`` or a bare list of them."""
+    if isinstance(body, dict) and "metrics" in body:
+        body = body["metrics"]
+    items = body if isinstance(body, list) else [body]
+    if not items:
+        raise AppError(errors.VALIDATION_FAILED, "no metrics given")
+    if len(items) > max_batch:
+        raise AppError(errors.PAYLOAD_TOO_LARGE, f"at most {max_batch} metrics per request")
+    points = []
+    for index, item in enumerate(items):
+        try:
+            points.append(parse_point(item, max_id_length))
+        except AppError as exc:
+            prefix = f"metrics[{index}]: " if len(items) > 1 else ""
+            raise AppError(exc.error, prefix + exc.message) from None
+    return points
+
+
+def record_metrics(tenant_id, points):
+    """Append ``points`` to the change log in one transaction; return ``{accepted, lastSeq}``.
+
+    Every entity must belong to the tenant (and match ``entityType`` when given),
+    else nothing is written and UNKNOWN_ENTITY names the first offender. The
+    database trigger moves ``metric_values`` to each new value.
+    """
+    with write_transaction() as session:
+        wanted = {p.entity_id for p in points}
+        types = dict(
+            session.execute(
+                select(Entity.entity_id, Entity.entity_type).where(
+                    Entity.tenant_id == tenant_id, Entity.entity_id.in_(sorted(wanted))
+                )
+            ).all()
+        )
+        for point in points:
+            known_type = types.get(point.entity_id)
+            if known_type is None or (point.entity_type is not None and point.entity_type != known_type):
+                raise AppError(errors.UNKNOWN_ENTITY, f"unknown entity {point.entity_id!r}")
+        rows = [
+            {
+                "tenant_id": tenant_id,
+                "kind": CHANGE_METRIC,
+                "entity_id": p.entity_id,
+                "metric_name": p.metric_name,
+                "value": p.value,
+                "recorded_at": p.recorded_at,
+            }
+            for p in points
+        ]
+        seqs = session.scalars(insert(ChangeLog).returning(ChangeLog.seq, sort_by_parameter_order=True), rows).all()
+    change_committed.send()
+    return {"accepted": len(points), "lastSeq": max(seqs)}
+
+
+def current_metrics(tenant_id, entity_id):
+    """Return the entity's current values with the time and change-log position of each."""
+    entity = find_entity(tenant_id, entity_id)
+    rows = db.session.execute(
+        select(MetricValue.metric_name, MetricValue.value, MetricValue.recorded_at, MetricValue.seq)
+        .where(MetricValue.tenant_id == tenant_id, MetricValue.entity_id == entity_id)
+        .order_by(MetricValue.metric_name)
+    )
+    return {
+        "entityId": entity.entity_id,
+        "entityType": entity.entity_type,
+        "metrics": {
+            name: {"value": value, "timestamp": iso_utc(recorded_at), "seq": seq}
+            for name, value, recorded_at, seq in rows
+        },
+    }

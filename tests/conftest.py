@@ -1,0 +1,75 @@
+"""Fixtures: the real server, tokens, tenants, REST and Socket.IO clients."""
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.support import Api, LiveServer, RecordingClient, mint_token, server_env, unique
+
+
+@pytest.fixture(scope="session")
+def rsa_keys():
+    """An RSA key pair: (private PEM, public PEM)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory, rsa_keys):
+    """One gunicorn server for the session, accepting HS256 and RS256 tokens."""
+    tmp = tmp_path_factory.mktemp("server")
+    server = LiveServer(server_env(tmp, JWT_PUBLIC_KEY=rsa_keys[1]), tmp / "server.log")
+    server.migrate()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tenant():
+    """A tenant id of this test's own, so tests never see each other's data."""
+    return unique("tenant")
+
+
+@pytest.fixture
+def token_for():
+    """Mint a token: ``token_for(tenant, roles=(), ttl=3600, algorithm='HS256', key=..., **claims)``."""
+    return mint_token
+
+
+@pytest.fixture
+def admin_api(live_server, tenant):
+    """REST client with an admin+ingest token of this test's tenant."""
+    return Api(live_server.url, mint_token(tenant, roles=("admin", "ingest")))
+
+
+@pytest.fixture
+def entity(admin_api):
+    """An event entity of this test's tenant with a two-tile dashboard: ``(entity_id, dashboard)``."""
+    dashboard = admin_api.create_dashboard()
+    entity_id = unique("event")
+    admin_api.put_entity(entity_id, "event", dashboard["id"])
+    return entity_id, dashboard
+
+
+@pytest.fixture
+def sio_client(live_server):
+    """Factory of connected recording clients, all disconnected at teardown."""
+    clients = []
+
+    def connect(token, namespace="/dashboard", transports=("websocket",), server=None):
+        client = RecordingClient(namespace)
+        clients.append(client)
+        return client.connect((server or live_server).url, token, transports)
+
+    yield connect
+    for client in clients:
+        client.disconnect()

@@ -1,0 +1,255 @@
+"""Test helpers: a real gunicorn server in a subprocess, a REST helper and a recording Socket.IO client."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import jwt
+import requests
+import socketio
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+JWT_SECRET = "test-secret-for-the-suite-only-0123456789abcdef"
+DEFAULT_TIMEOUT = 15.0
+
+
+def free_port():
+    """Return a TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def unique(prefix):
+    """Return ``prefix`` plus a short random suffix (tenants and entities per test)."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def mint_token(tenant_id="t1", roles=(), ttl=3600, algorithm="HS256", key=JWT_SECRET, **claims):
+    """Sign a token the way an identity provider would."""
+    now = int(time.time())
+    body = {"sub": "tester", "tenantId": tenant_id, "roles": list(roles), "iat": now, "exp": now + ttl}
+    body.update(claims)
+    body = {k: v for k, v in body.items() if v is not None}
+    return jwt.encode(body, key, algorithm=algorithm)
+
+
+def flask_cli(env, *args):
+    """Run ``flask --app wsgi ARGS`` with ``env``; return the completed process."""
+    return subprocess.run(
+        [str(BIN / "flask"), "--app", "wsgi", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+class LiveServer:
+    """gunicorn with the gevent-websocket worker and gunicorn.conf.py, on its own port and database."""
+
+    def __init__(self, env, log_path):
+        self.env = env
+        self.port = int(env["PORT"])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.proc = None
+
+    def migrate(self):
+        """Create or migrate the database."""
+        result = flask_cli(self.env, "db", "upgrade")
+        assert result.returncode == 0, result.stderr
+
+    def start(self):
+        """Start gunicorn and wait until /healthz answers 200."""
+        log = open(self.log_path, "ab")  # noqa: SIM115 (kept open for the subprocess)
+        self.proc = subprocess.Popen(
+            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:serve()"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server not ready after 30 s:\n{self.log_tail()}")
+
+    def stop(self):
+        """Stop gunicorn (SIGTERM, then SIGKILL after its graceful timeout)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def log_tail(self, lines=40):
+        """The last lines of the server's log."""
+        return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
+
+
+def server_env(tmp_dir, **overrides):
+    """Environment for a test server: its own SQLite file, fast polling, no simulator."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "DATABASE_", "SIMULATOR"))}
+    env.update(
+        {
+            "PORT": str(free_port()),
+            "HOST": "127.0.0.1",
+            "DATABASE_URL": f"sqlite:///{Path(tmp_dir) / 'analytics.db'}",
+            "JWT_SECRET": JWT_SECRET,
+            "POLL_INTERVAL": "0.05",
+            "SIMULATOR": "0",
+            "MAX_SUBSCRIPTIONS_PER_CONNECTION": "5",
+            "SOCKET_RATE_LIMIT": "200/second",
+            "GRACEFUL_TIMEOUT": "3",
+            "LOG_LEVEL": "INFO",
+        }
+    )
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+class Api:
+    """REST calls against a live server, with the token of one tenant."""
+
+    def __init__(self, base_url, token):
+        self.base = base_url + "/api/v1"
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def call(self, method, path, expect=None, **kwargs):
+        """Send a request; when ``expect`` is given, assert the status and return the JSON body."""
+        response = self.session.request(method, self.base + path, timeout=DEFAULT_TIMEOUT, **kwargs)
+        if expect is not None:
+            assert response.status_code == expect, (response.status_code, response.text)
+            return response.json()
+        return response
+
+    def create_dashboard(self, name="Overview", tiles=None):
+        """Create a dashboard with tiles (default: two number tiles)."""
+        if tiles is None:
+            tiles = [
+                {"title": "Tickets", "metricName": "ticketsSold", "kind": "number"},
+                {"title": "Revenue", "metricName": "revenue", "kind": "number", "unit": "EUR"},
+            ]
+        return self.call("POST", "/dashboards", 201, json={"name": name, "tiles": tiles})
+
+    def put_entity(self, entity_id, entity_type="event", dashboard_id=None, name="Test entity"):
+        """Register an entity."""
+        body = {"entityType": entity_type, "name": name}
+        if dashboard_id is not None:
+            body["dashboardId"] = dashboard_id
+        return self.call("PUT", f"/entities/{entity_id}", json=body).json()
+
+    def ingest(self, *points):
+        """Record metric points ``(entityId, metricName, value)``; return the response body."""
+        body = {"metrics": [{"entityId": e, "metricName": m, "value": v} for e, m, v in points]}
+        return self.call("POST", "/metrics", 201, json=body)
+
+
+class RecordingClient:
+    """A python-socketio client that records every server event and lets a test wait for one."""
+
+    EVENTS = ("dashboard:initial", "metric:update", "dashboard:update", "error")
+
+    def __init__(self, namespace="/dashboard"):
+        self.namespace = namespace
+        self.client = socketio.Client(reconnection=False)
+        self.events = []
+        self.connect_errors = []
+        self.disconnects = []
+        self._cond = threading.Condition()
+        for name in self.EVENTS:
+            self.client.on(name, self._recorder(name), namespace=namespace)
+        self.client.on("connect_error", self._record_connect_error, namespace=namespace)
+        self.client.on("disconnect", self._record_disconnect, namespace=namespace)
+
+    def _recorder(self, name):
+        def record(*args):
+            with self._cond:
+                self.events.append((name, args[0] if len(args) == 1 else args))
+                self._cond.notify_all()
+
+        return record
+
+    def _record_connect_error(self, data=None):
+        with self._cond:
+            self.connect_errors.append(data)
+            self._cond.notify_all()
+
+    def _record_disconnect(self, reason=None):
+        with self._cond:
+            self.disconnects.append(reason)
+            self._cond.notify_all()
+
+    def connect(self, url, token, transports=("websocket",), wait=True):
+        """Connect with ``auth.token``; raise socketio.exceptions.ConnectionError when refused."""
+        self.client.connect(
+            url,
+            namespaces=[self.namespace],
+            auth={"token": token} if token is not None else None,
+            transports=list(transports),
+            wait_timeout=DEFAULT_TIMEOUT,
+        )
+        return self
+
+    def emit(self, event, data=None):
+        """Send a client event."""
+        self.client.emit(event, data, namespace=self.namespace)
+
+    def call(self, event, data=None):
+        """Send a client event and wait for its acknowledgement."""
+        return self.client.call(event, data, namespace=self.namespace, timeout=DEFAULT_TIMEOUT)
+
+    def subscribe(self, entity_id, entity_type="event"):
+        """Subscribe and return the ``dashboard:initial`` for that entity."""
+        mark = len(self.events)
+        self.emit("subscribe", {"entityId": entity_id, "entityType": entity_type})
+        return self.wait_for("dashboard:initial", lambda d: d["entityId"] == entity_id, after=mark)
+
+    def of(self, name):
+        """Every payload of event ``name`` received so far."""
+        with self._cond:
+            return [data for event, data in self.events if event == name]
+
+    def wait_for(self, name, predicate=None, timeout=DEFAULT_TIMEOUT, after=0):
+        """Wait for an event ``name`` (after index ``after``) whose payload satisfies ``predicate``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for event, data in self.events[after:]:
+                    if event == name and (predicate is None or predicate(data)):
+                        return data
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"no {name!r} event within {timeout}s; got {self.events[-10:]}")
+                self._cond.wait(remaining)
+
+    def wait_until(self, condition, timeout=DEFAULT_TIMEOUT, what="condition"):
+        """Wait until ``condition(self)`` is true, re-checked on every event received."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not condition(self):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"{what} not met within {timeout}s; last events {self.events[-10:]}")
+                self._cond.wait(remaining)
+
+    def disconnect(self):
+        """Disconnect if connected."""
+        if self.client.connected:
+            self.client.disconnect()

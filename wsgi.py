@@ -1,0 +1,21 @@
+"""Entry points. gevent patches the standard library before anything else is imported.
+
+* gunicorn: ``wsgi:serve()`` builds the app and starts its background work;
+* Flask CLI: ``flask --app wsgi ...`` finds ``create_app`` and starts nothing.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+from app import create_app  # noqa: E402
+
+
+def serve():
+    """Build the app for a serving process and start its poller and other background work."""
+    app = create_app()
+    app.extensions["realtime"].start()
+    return app
+
+
+__all__ = ["create_app", "serve"]
