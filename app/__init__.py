@@ -37,9 +37,11 @@ def create_app(config=None):
     from app.demo import MetricSimulator
     from app.health import bp as health_bp
     from app.realtime.server import Realtime
+    from app.site import bp as site_bp
 
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     app.register_blueprint(health_bp)
+    app.register_blueprint(site_bp)
     register_error_handlers(app)
     register_cli(app)
 

@@ -109,6 +109,7 @@ def load_config(instance_path):
         "MAX_SUBSCRIPTIONS_PER_CONNECTION": env_int("MAX_SUBSCRIPTIONS_PER_CONNECTION", 50, 1),
         "SOCKET_RATE_LIMIT": env_str("SOCKET_RATE_LIMIT", "30/second"),
         "MAX_ID_LENGTH": env_int("MAX_ID_LENGTH", 128, 1),
+        "SOCKET_MAX_MESSAGE_BYTES": env_int("SOCKET_MAX_MESSAGE_BYTES", 64 * 1024, 1024),
         # Change feed
         "POLL_INTERVAL": env_float("POLL_INTERVAL", 0.1, minimum=0.005),
         "POLL_BATCH_SIZE": env_int("POLL_BATCH_SIZE", 5000, 1),
@@ -122,11 +123,3 @@ def load_config(instance_path):
         "SIMULATOR_INTERVAL": env_float("SIMULATOR_INTERVAL", 1.0, minimum=0.05),
         "DEMO_TENANT": env_str("DEMO_TENANT", "demo"),
     }
-
-
-class TestConfig:
-    """Overrides for in-process tests: a throwaway SQLite file and a fixed secret."""
-
-    JWT_SECRET = "test-secret-that-is-at-least-32-bytes-long"
-    JWT_ALGORITHMS = ["HS256"]
-    TESTING = True

@@ -22,6 +22,8 @@ class Realtime:
             cors_allowed_origins=config["CORS_ALLOWED_ORIGINS"],
             # Events of one socket run in arrival order (subscribe before unsubscribe).
             async_handlers=False,
+            # Clients only send small subscribe/unsubscribe messages; a larger one closes the connection.
+            max_http_buffer_size=config["SOCKET_MAX_MESSAGE_BYTES"],
             logger=False,
             engineio_logger=False,
         )
