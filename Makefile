@@ -22,13 +22,12 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 	touch $@
 
 instance/jwt-secret:
-	mkdir -p instance
-	$(BIN)/python -c "import secrets; print(secrets.token_urlsafe(48))" > $@
-	chmod 600 $@
+	@mkdir -p instance
+	@(umask 077 && $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(48))" > $@)
 
 ## db: create or migrate the database and seed the demo tenant
 db: install instance/jwt-secret
-	export JWT_SECRET="$${JWT_SECRET:-$$(cat instance/jwt-secret)}"; \
+	@export JWT_SECRET="$${JWT_SECRET:-$$(cat instance/jwt-secret)}"; \
 	$(BIN)/flask --app wsgi db upgrade && $(BIN)/flask --app wsgi seed-demo
 
 ## run: start the service on PORT (default 4004) with SQLite and the demo simulator
