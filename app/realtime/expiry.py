@@ -16,12 +16,24 @@ class TokenExpiryWatch:
     def __init__(self, sio, resolution=0.25):
         self._sio = sio
         self._resolution = resolution
-        self._deadlines = []
+        self._deadlines = []  # heap of (expires_at, sid, namespace), may hold forgotten entries
+        self._live = {}  # (sid, namespace) -> expires_at of the sockets still watched
         self._running = False
+
+    def __len__(self):
+        return len(self._live)
 
     def watch(self, sid, namespace, expires_at):
         """Disconnect ``sid`` from ``namespace`` at ``expires_at`` (a Unix time)."""
+        self._live[(sid, namespace)] = expires_at
         heapq.heappush(self._deadlines, (expires_at, sid, namespace))
+
+    def forget(self, sid, namespace):
+        """Stop watching a socket that has gone; the heap is rebuilt once mostly stale."""
+        self._live.pop((sid, namespace), None)
+        if len(self._deadlines) > 2 * len(self._live) + 64:
+            self._deadlines = [(at, sid, ns) for (sid, ns), at in self._live.items()]
+            heapq.heapify(self._deadlines)
 
     def start(self):
         """Start watching in a background task."""
@@ -43,7 +55,10 @@ class TokenExpiryWatch:
     def expire_due(self, now):
         """Send ``error`` and disconnect every still-connected socket whose deadline has passed."""
         while self._deadlines and self._deadlines[0][0] <= now:
-            _, sid, namespace = heapq.heappop(self._deadlines)
+            expires_at, sid, namespace = heapq.heappop(self._deadlines)
+            if self._live.get((sid, namespace)) != expires_at:
+                continue
+            del self._live[(sid, namespace)]
             if not self._sio.manager.is_connected(sid, namespace):
                 continue
             self._sio.emit("error", AppError(errors.TOKEN_EXPIRED).to_dict(), to=sid, namespace=namespace)

@@ -69,7 +69,8 @@ class EntityNamespace(socketio.Namespace):
         self._expiry.watch(sid, self.namespace, principal.expires_at)
 
     def on_disconnect(self, sid, _reason=None):
-        """Rooms are left by the server itself; nothing else is held per socket."""
+        """Rooms are left by the server itself; only the expiry watch needs telling."""
+        self._expiry.forget(sid, self.namespace)
 
     def on_subscribe(self, sid, payload=None):
         """``subscribe {entityId, entityType}``: join the entity's room and send ``dashboard:initial``."""
