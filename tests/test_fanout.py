@@ -3,6 +3,8 @@
 import sqlite3
 from contextlib import closing
 
+import pytest
+
 from tests.support import Api, unique
 
 
@@ -154,3 +156,34 @@ def test_changes_within_one_tick_are_conflated_to_the_latest(
     admin_api.ingest((entity_id, "barrier", 1))
     client.wait_for("metric:update", lambda d: d["metricName"] == "barrier")
     assert [u["metricName"] for u in client.of("metric:update")] == ["ticketsSold", "barrier"]
+
+
+@pytest.mark.parametrize(
+    ("value", "recorded_at"),
+    [("abc", None), (1e999, None), (1.0, "yesterday"), (1.0, 2461000.5), (1.0, "2026-13-45 99:00:00")],
+    ids=["text-value", "infinite-value", "word-time", "julian-time", "impossible-time"],
+)
+def test_external_writer_cannot_insert_a_row_the_feed_could_not_carry(
+    live_server, entity, token_for, tenant, sio_client, value, recorded_at
+):
+    entity_id, _ = entity
+    client = sio_client(token_for(tenant))
+    client.subscribe(entity_id)
+    with (
+        closing(sqlite3.connect(database_path(live_server), timeout=10)) as conn,
+        pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"),
+        conn,
+    ):
+        conn.execute(
+            "INSERT INTO change_log (tenant_id, entity_id, metric_name, value, recorded_at)"
+            " VALUES (?, ?, ?, ?, COALESCE(?, CURRENT_TIMESTAMP))",
+            (tenant, entity_id, "poison", value, recorded_at),
+        )
+    # The feed keeps flowing, ISO-8601 timestamps with an offset included.
+    with closing(sqlite3.connect(database_path(live_server), timeout=10)) as conn, conn:
+        conn.execute(
+            "INSERT INTO change_log (tenant_id, entity_id, metric_name, value, recorded_at) VALUES (?, ?, ?, ?, ?)",
+            (tenant, entity_id, "good", 2, "2026-11-28T10:00:00.5+02:00"),
+        )
+    update = client.wait_for("metric:update")
+    assert (update["metricName"], update["value"], update["timestamp"]) == ("good", 2.0, "2026-11-28T08:00:00.500Z")

@@ -51,6 +51,11 @@ class ChangeLog(db.Model):
             " OR (kind = 'dashboard' AND dashboard_id IS NOT NULL AND payload IS NOT NULL)",
             name="kind_fields",
         ),
+        # JSON has no NaN or infinity; SQLite-only type checks live in the migration.
+        CheckConstraint(
+            "value IS NULL OR (value >= -1.7976931348623157e308 AND value <= 1.7976931348623157e308)",
+            name="finite_value",
+        ),
         # Never reuse a seq, even if the newest rows are pruned one day.
         {"sqlite_autoincrement": True},
     )

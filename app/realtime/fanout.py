@@ -1,7 +1,13 @@
 """Turning committed changes into Socket.IO events for the rooms that have subscribers."""
 
+import logging
+
 from app.realtime.rooms import DASHBOARD_NAMESPACE, UPDATES_NAMESPACE, room_for
 from app.validation import iso_utc
+
+log = logging.getLogger(__name__)
+
+LAYOUT_ACTIONS = frozenset({"added", "removed", "updated", "reordered"})
 
 
 class FanOut:
@@ -32,8 +38,11 @@ class FanOut:
 
         A socket subscribed to several of those entities gets the event once.
         """
-        rooms = [room_for(tenant_id, entity_id) for tenant_id, entity_id in users if tenant_id == change.tenant_id]
         payload = change.payload
+        if not isinstance(payload, dict) or payload.get("action") not in LAYOUT_ACTIONS:
+            log.warning("skipping malformed layout change at seq %d", change.seq)
+            return
+        rooms = [room_for(tenant_id, entity_id) for tenant_id, entity_id in users if tenant_id == change.tenant_id]
         data = {
             "dashboardId": change.dashboard_id,
             "action": payload["action"],

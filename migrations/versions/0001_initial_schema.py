@@ -50,7 +50,32 @@ FOR EACH ROW WHEN (NEW.kind = 'metric') EXECUTE FUNCTION change_log_metric_value
 """
 
 
+# Every row must be one the poller can read and a JSON client can parse: no NaN or
+# infinity (JSON has neither), and on SQLite, whose columns take any type, a real
+# number, a parseable UTC timestamp text and valid JSON.
+FINITE_VALUE = "value IS NULL OR (value >= -1.7976931348623157e308 AND value <= 1.7976931348623157e308)"
+SQLITE_ONLY_CHECKS = {
+    "value_is_number": "value IS NULL OR typeof(value) IN ('real', 'integer')",
+    "recorded_at_format": (
+        "typeof(recorded_at) = 'text' AND datetime(recorded_at) IS NOT NULL"
+        " AND recorded_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9][ T][0-9][0-9]:[0-9][0-9]*'"
+    ),
+    "payload_is_json": "payload IS NULL OR json_valid(payload)",
+}
+
+
+def change_log_checks(dialect):
+    """CHECK constraints of change_log for ``dialect``."""
+    checks = [sa.CheckConstraint(FINITE_VALUE, name=op.f("ck_change_log_finite_value"))]
+    if dialect == "sqlite":
+        checks += [
+            sa.CheckConstraint(sql, name=op.f(f"ck_change_log_{name}")) for name, sql in SQLITE_ONLY_CHECKS.items()
+        ]
+    return checks
+
+
 def upgrade():
+    dialect = op.get_bind().dialect.name
     op.create_table(
         "dashboards",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -111,6 +136,7 @@ def upgrade():
             " OR (kind = 'dashboard' AND dashboard_id IS NOT NULL AND payload IS NOT NULL)",
             name=op.f("ck_change_log_kind_fields"),
         ),
+        *change_log_checks(dialect),
         sa.ForeignKeyConstraint(
             ["dashboard_id"], ["dashboards.id"], name=op.f("fk_change_log_dashboard_id_dashboards"), ondelete="CASCADE"
         ),
@@ -139,7 +165,7 @@ def upgrade():
         sa.PrimaryKeyConstraint("tenant_id", "entity_id", "metric_name", name=op.f("pk_metric_values")),
     )
 
-    if op.get_bind().dialect.name == "postgresql":
+    if dialect == "postgresql":
         op.execute(POSTGRES_FUNCTION)
         op.execute(POSTGRES_TRIGGER)
     else:
