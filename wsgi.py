@@ -14,6 +14,8 @@ from app import create_app  # noqa: E402
 def serve():
     """Build the app for a serving process and start its poller and other background work."""
     app = create_app()
+    if not app.config["JWT_ALGORITHMS"]:
+        app.logger.warning("neither JWT_SECRET nor JWT_PUBLIC_KEY is set: every connection will be refused")
     app.extensions["realtime"].start()
     return app
 

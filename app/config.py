@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+MIN_SECRET_BYTES = 32
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -85,6 +86,8 @@ def load_config(instance_path):
     """Build the application configuration from the environment."""
     public_key = _read_public_key()
     secret = env_str("JWT_SECRET")
+    if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes for HS256 (RFC 7518)")
     algorithms = []
     if public_key:
         algorithms.append("RS256")
