@@ -119,3 +119,30 @@ def test_poller_survives_database_errors_and_delivers_what_was_written_meanwhile
         client.disconnect()
     finally:
         server.stop()
+
+
+def test_subscribe_catches_up_a_backlog_of_many_batches_before_its_snapshot(tmp_path):
+    # The poller reads 2 rows a batch and sleeps 30 s: direct writes pile up unread.
+    server = LiveServer(server_env(tmp_path, POLL_BATCH_SIZE="2", POLL_INTERVAL="30"), tmp_path / "server.log")
+    server.migrate()
+    server.start()
+    try:
+        tenant = unique("tenant")
+        api = Api(server.url, mint_token(tenant, roles=("admin", "ingest")))
+        api.put_entity("event-1", "event", api.create_dashboard()["id"])
+        path = server.env["DATABASE_URL"].removeprefix("sqlite:///")
+        with closing(sqlite3.connect(path, timeout=10)) as conn, conn:
+            conn.executemany(
+                "INSERT INTO change_log (tenant_id, entity_id, metric_name, value) VALUES (?, ?, ?, ?)",
+                [(tenant, "event-1", "ticketsSold", float(v)) for v in range(1, 8)],
+            )
+        client = RecordingClient().connect(server.url, mint_token(tenant))
+        initial = client.subscribe("event-1")
+        assert initial["metrics"] == {"ticketsSold": 7.0}
+
+        api.ingest(("event-1", "barrier", 1))  # a REST write wakes the poller at once
+        client.wait_for("metric:update", lambda d: d["metricName"] == "barrier")
+        assert [u["metricName"] for u in client.of("metric:update")] == ["barrier"]
+        client.disconnect()
+    finally:
+        server.stop()

@@ -113,19 +113,19 @@ class ChangePoller:
         """Join ``sid`` to the entity's room and send it ``dashboard:initial``; return the snapshot.
 
         Raises UNKNOWN_ENTITY (after delivering what it read) when the tenant has
-        no such entity. Returns None when the socket left meanwhile.
+        no such entity. Returns None when the socket left meanwhile. Delivering
+        before the snapshot query is safe: emits only queue packets in memory.
         """
         with self._lock, self._app.app_context():
-            failure = None
             with consistent_read():
-                batch = self._read()
-                try:
-                    snapshot = entity_snapshot(tenant_id, entity_id, entity_type)
-                except Exception as exc:  # delivered below first, then raised
-                    failure = exc
-            self._deliver(batch)
-            if failure is not None:
-                raise failure
+                # Catch up with everything this database snapshot holds, however many
+                # batches that takes, so the snapshot is never ahead of the stream.
+                while True:
+                    batch = self._read()
+                    self._deliver(batch)
+                    if not batch.full:
+                        break
+                snapshot = entity_snapshot(tenant_id, entity_id, entity_type)
             if not self._sio.manager.is_connected(sid, namespace):
                 return None
             self._sio.enter_room(sid, room_for(tenant_id, entity_id), namespace=namespace)
