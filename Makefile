@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 4004
+# make run serves a dev token: listen on loopback unless told otherwise.
+HOST ?= 127.0.0.1
 SIMULATOR ?= 1
 NODE_DIR := tests/node
 
@@ -32,7 +34,7 @@ db: install instance/jwt-secret
 
 ## run: start the service on PORT (default 4004) with SQLite and the demo simulator
 run: db
-	@export JWT_SECRET="$${JWT_SECRET:-$$(cat instance/jwt-secret)}" PORT=$(PORT) SIMULATOR=$(SIMULATOR); \
+	@export JWT_SECRET="$${JWT_SECRET:-$$(cat instance/jwt-secret)}" HOST=$(HOST) PORT=$(PORT) SIMULATOR=$(SIMULATOR); \
 	token=$$($(BIN)/flask --app wsgi token --roles admin,ingest --lifetime 86400); \
 	echo; \
 	echo "analytics-svc on http://localhost:$(PORT)"; \

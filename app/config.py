@@ -16,8 +16,8 @@ def env_str(name, default=None):
     return value.strip()
 
 
-def env_int(name, default, minimum=None):
-    """Return the variable as an integer; raise ``ValueError`` naming it when malformed."""
+def env_int(name, default, minimum=None, maximum=None):
+    """Return the variable as an integer; raise ``ValueError`` naming it when malformed or out of range."""
     raw = env_str(name)
     if raw is None:
         return default
@@ -27,6 +27,8 @@ def env_int(name, default, minimum=None):
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
@@ -97,7 +99,6 @@ def load_config(instance_path):
     return {
         "SQLALCHEMY_DATABASE_URI": env_str("DATABASE_URL") or _default_database_url(instance_path),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
-        "SECRET_KEY": env_str("SECRET_KEY") or secret or os.urandom(32).hex(),
         "LOG_LEVEL": env_str("LOG_LEVEL", "INFO").upper(),
         # Authentication
         "JWT_SECRET": secret,
@@ -111,7 +112,8 @@ def load_config(instance_path):
         "ENTITY_TYPES": env_list("ENTITY_TYPES", ["event", "venue"]),
         "MAX_SUBSCRIPTIONS_PER_CONNECTION": env_int("MAX_SUBSCRIPTIONS_PER_CONNECTION", 50, 1),
         "SOCKET_RATE_LIMIT": env_str("SOCKET_RATE_LIMIT", "30/second"),
-        "MAX_ID_LENGTH": env_int("MAX_ID_LENGTH", 128, 1),
+        # The id columns are 128 characters wide.
+        "MAX_ID_LENGTH": env_int("MAX_ID_LENGTH", 128, 1, maximum=128),
         "SOCKET_MAX_MESSAGE_BYTES": env_int("SOCKET_MAX_MESSAGE_BYTES", 64 * 1024, 1024),
         # Change feed
         "POLL_INTERVAL": env_float("POLL_INTERVAL", 0.1, minimum=0.005),

@@ -12,6 +12,13 @@ from app import errors
 from app.errors import AppError
 
 MAX_NAME_LENGTH = 128
+#: Row ids are 32-bit integers on PostgreSQL; a larger id names no row.
+MAX_ROW_ID = 2**31 - 1
+
+
+def is_row_id(value):
+    """True when ``value`` is an integer that can be a row id (1 to MAX_ROW_ID)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ROW_ID
 
 
 def require_object(payload, error=errors.VALIDATION_FAILED, what="payload"):
@@ -50,7 +57,10 @@ def require_number(payload, field, error=errors.VALIDATION_FAILED):
     value = payload.get(field)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise AppError(error, f"{field} must be a number")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer literal beyond any float
+        raise AppError(error, f"{field} must be a finite number") from None
     if not math.isfinite(value):
         raise AppError(error, f"{field} must be a finite number")
     return value
@@ -79,7 +89,10 @@ def optional_timestamp(payload, field, error=errors.VALIDATION_FAILED):
         raise AppError(error, f"{field} must be an ISO-8601 timestamp") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. year 1 at +05:00 falls before year 1 in UTC
+        raise AppError(error, f"{field} is out of range") from None
 
 
 def optional_thresholds(payload, field="thresholds", error=errors.VALIDATION_FAILED):

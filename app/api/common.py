@@ -28,11 +28,12 @@ def json_body():
 def expected_version(body):
     """Return the optional ``expectedVersion`` (optimistic concurrency) from the body or ``If-Match``."""
     value = body.get("expectedVersion") if isinstance(body, dict) else None
-    if value is None and request.headers.get("If-Match"):
-        value = request.headers["If-Match"].strip('"')
-        if not value.isdigit():
+    header = request.headers.get("If-Match", "").strip()
+    if value is None and header and header != "*":  # "*" matches any current version (RFC 9110)
+        header = header.strip('"')  # a weak W/"n" never matches: If-Match compares strongly
+        if not (header.isascii() and header.isdigit()):
             raise AppError(errors.VALIDATION_FAILED, "If-Match must be a dashboard version number")
-        value = int(value)
+        value = int(header)
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
         raise AppError(errors.VALIDATION_FAILED, "expectedVersion must be an integer")
     return value

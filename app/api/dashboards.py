@@ -36,7 +36,8 @@ def create_dashboard():
 def get_dashboard(dashboard_id):
     """One dashboard with its ordered tiles."""
     caller = principal()
-    return dashboards.get_dashboard(caller.tenant_id, dashboard_id)
+    dashboard = dashboards.get_dashboard(caller.tenant_id, dashboard_id)
+    return dashboard, 200, {"ETag": f'"{dashboard["version"]}"'}
 
 
 @bp.post("/dashboards/<int:dashboard_id>/tiles")

@@ -7,7 +7,7 @@ from app.api import bp
 from app.api.common import json_body, principal
 from app.errors import AppError
 from app.services import entities
-from app.validation import optional_text, require_choice, require_object
+from app.validation import optional_text, require_choice, require_id, require_object
 
 
 @bp.get("/entities")
@@ -30,8 +30,7 @@ def put_entity(entity_id):
     caller = principal("admin")
     config = current_app.config
     body = require_object(json_body())
-    if len(entity_id) > config["MAX_ID_LENGTH"] or not entity_id.isprintable():
-        raise AppError(errors.VALIDATION_FAILED, f"entityId must be at most {config['MAX_ID_LENGTH']} characters")
+    entity_id = require_id({"entityId": entity_id}, "entityId", config["MAX_ID_LENGTH"])
     dashboard_id = body.get("dashboardId")
     if dashboard_id is not None and (isinstance(dashboard_id, bool) or not isinstance(dashboard_id, int)):
         raise AppError(errors.VALIDATION_FAILED, "dashboardId must be an integer")
@@ -39,7 +38,7 @@ def put_entity(entity_id):
         caller.tenant_id,
         entity_id,
         require_choice(body, "entityType", config["ENTITY_TYPES"]),
-        optional_text(body, "name", 200),
+        optional_text(body, "name", 200, default=None),
         dashboard_id,
     )
     return entity, 201 if created else 200

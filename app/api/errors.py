@@ -38,8 +38,13 @@ def register_error_handlers(app):
         entry = _HTTP_TO_ERROR.get(exc.code)
         if entry is None:
             entry = errors.VALIDATION_FAILED if 400 <= exc.code < 500 else errors.INTERNAL
-            return error_response(AppError(entry, exc.description or entry.message))
-        return error_response(AppError(entry))
+            response = error_response(AppError(entry, exc.description or entry.message))
+        else:
+            response = error_response(AppError(entry))
+        for name, value in exc.get_headers():  # e.g. Allow on a 405
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc):

@@ -10,6 +10,7 @@ class Dashboard(db.Model):
     """A tenant's dashboard layout; ``version`` grows by one with every change."""
 
     __tablename__ = "dashboards"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(128), index=True)
@@ -27,7 +28,7 @@ class Tile(db.Model):
     """One tile of a dashboard, shown at ``position`` (0 first)."""
 
     __tablename__ = "tiles"
-    __table_args__ = (UniqueConstraint("dashboard_id", "position"),)
+    __table_args__ = (UniqueConstraint("dashboard_id", "position"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     dashboard_id: Mapped[int] = mapped_column(ForeignKey("dashboards.id", ondelete="CASCADE"))

@@ -10,7 +10,7 @@ class Entity(db.Model):
     """One watched thing of a tenant, known to clients by its ``entity_id`` string."""
 
     __tablename__ = "entities"
-    __table_args__ = (UniqueConstraint("tenant_id", "entity_id"),)
+    __table_args__ = (UniqueConstraint("tenant_id", "entity_id"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(128))

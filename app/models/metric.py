@@ -22,7 +22,7 @@ from app.extensions import db
 CHANGE_METRIC = "metric"
 CHANGE_DASHBOARD = "dashboard"
 
-# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGSERIAL.
 SeqType = BigInteger().with_variant(Integer(), "sqlite")
 
 

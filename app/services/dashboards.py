@@ -16,6 +16,7 @@ from app.extensions import db
 from app.models import Dashboard, Tile
 from app.services.changes import append_dashboard_change, change_committed
 from app.validation import (
+    is_row_id,
     optional_text,
     optional_thresholds,
     require_choice,
@@ -81,6 +82,8 @@ def list_dashboards(tenant_id):
 
 
 def _find_dashboard(session, tenant_id, dashboard_id, lock=False):
+    if not is_row_id(dashboard_id):
+        raise AppError(errors.NOT_FOUND, f"unknown dashboard {dashboard_id}")
     query = select(Dashboard).where(Dashboard.id == dashboard_id, Dashboard.tenant_id == tenant_id)
     if lock:
         query = query.with_for_update()

@@ -8,6 +8,7 @@ from app.errors import AppError
 from app.extensions import db
 from app.models import Dashboard, Entity, MetricValue, Tile
 from app.services.dashboards import tile_to_dict
+from app.validation import is_row_id
 
 
 def find_entity(tenant_id, entity_id, entity_type=None):
@@ -40,22 +41,26 @@ def list_entities(tenant_id):
 
 
 def register_entity(tenant_id, entity_id, entity_type, name, dashboard_id):
-    """Create the entity, or update its name; return it as a dict.
+    """Create the entity, or update its name (None keeps it); return ``(entity dict, created)``.
 
     The dashboard is chosen when the entity is created; asking for another one
     later is a CONFLICT, since live subscribers could not be told.
     """
     with write_transaction() as session:
         if dashboard_id is not None:
-            owned = session.scalar(
+            owned = is_row_id(dashboard_id) and session.scalar(
                 select(Dashboard.id).where(Dashboard.id == dashboard_id, Dashboard.tenant_id == tenant_id)
             )
-            if owned is None:
+            if not owned:
                 raise AppError(errors.NOT_FOUND, f"unknown dashboard {dashboard_id}")
         entity = session.scalar(select(Entity).where(Entity.tenant_id == tenant_id, Entity.entity_id == entity_id))
         if entity is None:
             entity = Entity(
-                tenant_id=tenant_id, entity_id=entity_id, entity_type=entity_type, name=name, dashboard_id=dashboard_id
+                tenant_id=tenant_id,
+                entity_id=entity_id,
+                entity_type=entity_type,
+                name=name or "",
+                dashboard_id=dashboard_id,
             )
             session.add(entity)
             created = True
@@ -66,7 +71,8 @@ def register_entity(tenant_id, entity_id, entity_type, name, dashboard_id):
                 raise AppError(
                     errors.CONFLICT, f"entity {entity_id!r}: the dashboard of an entity is chosen when it is created"
                 )
-            entity.name = name
+            if name is not None:
+                entity.name = name
             created = False
         session.flush()
         result = entity_to_dict(entity)
@@ -74,7 +80,7 @@ def register_entity(tenant_id, entity_id, entity_type, name, dashboard_id):
 
 
 def entity_snapshot(tenant_id, entity_id, entity_type):
-    """Return ``{entityId, entityType, metrics, tiles}`` for the tenant's entity, or raise UNKNOWN_ENTITY."""
+    """Return ``{entityId, entityType, dashboardId, version, metrics, tiles}``, or raise UNKNOWN_ENTITY."""
     entity = find_entity(tenant_id, entity_id, entity_type)
     metrics = dict(
         db.session.execute(
@@ -84,13 +90,16 @@ def entity_snapshot(tenant_id, entity_id, entity_type):
         ).all()
     )
     tiles = []
+    version = None
     if entity.dashboard_id is not None:
         query = select(Tile).where(Tile.dashboard_id == entity.dashboard_id).order_by(Tile.position)
         tiles = [tile_to_dict(t) for t in db.session.scalars(query)]
+        version = db.session.scalar(select(Dashboard.version).where(Dashboard.id == entity.dashboard_id))
     return {
         "entityId": entity.entity_id,
         "entityType": entity.entity_type,
         "dashboardId": entity.dashboard_id,
+        "version": version,
         "metrics": metrics,
         "tiles": tiles,
     }

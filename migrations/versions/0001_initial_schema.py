@@ -2,7 +2,8 @@
 
 The trigger keeps ``metric_values`` at the change-log row with the highest
 ``seq`` for each metric, so external writers only ever INSERT into
-``change_log`` (docs/database.md).
+``change_log`` (docs/database.md). On PostgreSQL its function runs with the
+owner's rights, so writers need no grant on ``metric_values``.
 
 Revision ID: 0001
 Revises:
@@ -32,7 +33,8 @@ END
 """
 
 POSTGRES_FUNCTION = """
-CREATE FUNCTION change_log_metric_value() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION change_log_metric_value() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
   INSERT INTO metric_values (tenant_id, entity_id, metric_name, value, recorded_at, seq)
   VALUES (NEW.tenant_id, NEW.entity_id, NEW.metric_name, NEW.value, NEW.recorded_at, NEW.seq)
@@ -85,6 +87,7 @@ def upgrade():
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_dashboards")),
+        sqlite_autoincrement=True,
     )
     op.create_index(op.f("ix_dashboards_tenant_id"), "dashboards", ["tenant_id"])
 
@@ -100,6 +103,7 @@ def upgrade():
         sa.ForeignKeyConstraint(["dashboard_id"], ["dashboards.id"], name=op.f("fk_entities_dashboard_id_dashboards")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_entities")),
         sa.UniqueConstraint("tenant_id", "entity_id", name=op.f("uq_entities_tenant_id_entity_id")),
+        sqlite_autoincrement=True,
     )
     op.create_index(op.f("ix_entities_dashboard_id"), "entities", ["dashboard_id"])
 
@@ -118,6 +122,7 @@ def upgrade():
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tiles")),
         sa.UniqueConstraint("dashboard_id", "position", name=op.f("uq_tiles_dashboard_id_position")),
+        sqlite_autoincrement=True,
     )
 
     op.create_table(
@@ -146,7 +151,6 @@ def upgrade():
             name=op.f("fk_change_log_tenant_id_entity_id_entities"),
         ),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_change_log")),
-        sqlite_autoincrement=True,
     )
 
     op.create_table(
