@@ -34,7 +34,7 @@ db: install instance/jwt-secret
 
 ## run: start the service on PORT (default 4004) with SQLite and the demo simulator
 run: db
-	@export JWT_SECRET="$${JWT_SECRET:-$$(cat instance/jwt-secret)}" HOST=$(HOST) PORT=$(PORT) SIMULATOR=$(SIMULATOR); \
+	@export JWT_SECRET="$${JWT_SECRET:-$$(cat instance/jwt-secret)}" HOST=$(or $(HOST),127.0.0.1) PORT=$(PORT) SIMULATOR=$(SIMULATOR); \
 	token=$$($(BIN)/flask --app wsgi token --roles admin,ingest --lifetime 86400); \
 	echo; \
 	echo "analytics-svc on http://localhost:$(PORT)"; \

@@ -3,7 +3,8 @@
 The trigger keeps ``metric_values`` at the change-log row with the highest
 ``seq`` for each metric, so external writers only ever INSERT into
 ``change_log`` (docs/database.md). On PostgreSQL its function runs with the
-owner's rights, so writers need no grant on ``metric_values``.
+owner's rights and a search path pinned to the migration's schema (``pg_temp``
+last), so writers need no grant on ``metric_values`` and cannot shadow it.
 
 Revision ID: 0001
 Revises:
@@ -34,7 +35,7 @@ END
 
 POSTGRES_FUNCTION = """
 CREATE FUNCTION change_log_metric_value() RETURNS trigger LANGUAGE plpgsql
-SECURITY DEFINER SET search_path FROM CURRENT AS $$
+SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
 BEGIN
   INSERT INTO metric_values (tenant_id, entity_id, metric_name, value, recorded_at, seq)
   VALUES (NEW.tenant_id, NEW.entity_id, NEW.metric_name, NEW.value, NEW.recorded_at, NEW.seq)
@@ -151,6 +152,7 @@ def upgrade():
             name=op.f("fk_change_log_tenant_id_entity_id_entities"),
         ),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_change_log")),
+        sqlite_autoincrement=True,
     )
 
     op.create_table(
@@ -170,7 +172,10 @@ def upgrade():
     )
 
     if dialect == "postgresql":
-        op.execute(POSTGRES_FUNCTION)
+        # The function runs with its owner's rights: pin its search path to this
+        # schema, temporary schema last, so no caller can shadow metric_values.
+        schema = op.get_bind().scalar(sa.text("SELECT quote_ident(current_schema())"))
+        op.execute(POSTGRES_FUNCTION.format(schema=schema))
         op.execute(POSTGRES_TRIGGER)
     else:
         op.execute(SQLITE_TRIGGER)
