@@ -3,8 +3,24 @@
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from engineio.payload import Payload
 
 from tests.support import Api, LiveServer, RecordingClient, mint_token, server_env, unique
+
+
+@pytest.fixture(scope="session", autouse=True)
+def long_polls():
+    """Let the test clients read long polls of any size.
+
+    The server sends a polling client everything queued for it in one response;
+    python-engineio's client refuses a response of more than 16 packets
+    (``Payload.max_decode_packets``, python-engineio issue #142) and drops the
+    connection. Browsers' engine.io-client has no such limit.
+    """
+    saved = Payload.max_decode_packets
+    Payload.max_decode_packets = 100_000
+    yield
+    Payload.max_decode_packets = saved
 
 
 @pytest.fixture(scope="session")

@@ -175,6 +175,7 @@ class RecordingClient:
     def __init__(self, namespace="/dashboard"):
         self.namespace = namespace
         self.client = socketio.Client(reconnection=False)
+        self._record_in_wire_order()
         self.events = []
         self.connect_errors = []
         self.disconnects = []
@@ -183,6 +184,23 @@ class RecordingClient:
             self.client.on(name, self._recorder(name), namespace=namespace)
         self.client.on("connect_error", self._record_connect_error, namespace=namespace)
         self.client.on("disconnect", self._record_disconnect, namespace=namespace)
+
+    def _record_in_wire_order(self):
+        """Handle the server's messages one by one, in the order they arrive.
+
+        python-engineio's client runs each message handler in a thread of its
+        own, so two events that arrive back to back could be recorded in either
+        order; the tests check the order the server sent them in. There is no
+        public switch for this, hence the wrapped private method.
+        """
+        eio = self.client.eio
+        trigger = eio._trigger_event
+
+        def trigger_in_order(event, *args, **kwargs):
+            kwargs["run_async"] = False
+            return trigger(event, *args, **kwargs)
+
+        eio._trigger_event = trigger_in_order
 
     def _recorder(self, name):
         def record(*args):
