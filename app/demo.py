@@ -1,17 +1,15 @@
 """Demo data and the metric simulator that keeps it moving."""
 
-import logging
 import random
 
 from sqlalchemy import select
 
+from app.background import BackgroundLoop
 from app.extensions import db
 from app.models import Entity, MetricValue
 from app.services import dashboards, entities, metrics
 from app.services.metrics import MetricPoint
 from app.validation import optional_timestamp
-
-log = logging.getLogger(__name__)
 
 DEMO_EVENT_ID = "event-uuid-123"
 DEMO_VENUE_ID = "venue-uuid-456"
@@ -78,31 +76,16 @@ def simulate_step(tenant_id, rng):
     return len(points)
 
 
-class MetricSimulator:
+class MetricSimulator(BackgroundLoop):
     """Background writer for the demo tenant, through the same service as the REST API."""
 
     def __init__(self, app, sio):
+        super().__init__(sio, app.config["SIMULATOR_INTERVAL"])
         self._app = app
-        self._sio = sio
-        self._interval = app.config["SIMULATOR_INTERVAL"]
         self._tenant_id = app.config["DEMO_TENANT"]
-        self._running = False
+        self._rng = random.Random()
 
-    def start(self):
-        """Start writing in a background task."""
-        self._running = True
-        self._sio.start_background_task(self._run)
-
-    def stop(self):
-        """Stop writing."""
-        self._running = False
-
-    def _run(self):
-        rng = random.Random()
-        while self._running:
-            try:
-                with self._app.app_context():
-                    simulate_step(self._tenant_id, rng)
-            except Exception:
-                log.exception("simulator step failed")
-            self._sio.sleep(self._interval)
+    def step(self):
+        """Write one round of demo values."""
+        with self._app.app_context():
+            simulate_step(self._tenant_id, self._rng)

@@ -19,9 +19,8 @@ import tempfile
 import threading
 import time
 from contextlib import closing
-from pathlib import Path
 
-from tests.support import Api, LiveServer, RecordingClient, mint_token, server_env, unique
+from tests.support import Api, RecordingClient, mint_token, running_server, unique
 
 
 def percentiles(samples):
@@ -36,57 +35,53 @@ def percentiles(samples):
 
 def run(clients, writes, poll_interval):
     """Measure one configuration; return a dict of results."""
-    with tempfile.TemporaryDirectory() as tmp:
-        server = LiveServer(server_env(tmp, POLL_INTERVAL=poll_interval, LOG_LEVEL="WARNING"), Path(tmp) / "log")
-        server.migrate()
-        server.start()
-        try:
-            tenant = unique("bench")
-            api = Api(server.url, mint_token(tenant, roles=("ingest", "admin")))
-            api.put_entity("event-1", "event", api.create_dashboard()["id"])
-            receivers = [RecordingClient().connect(server.url, mint_token(tenant)) for _ in range(clients)]
-            arrivals = {}  # value -> list of arrival times
-            lock = threading.Lock()
-            for receiver in receivers:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_server(tmp, POLL_INTERVAL=poll_interval, LOG_LEVEL="WARNING") as server,
+    ):
+        tenant = unique("bench")
+        api = Api(server.url, mint_token(tenant, roles=("ingest", "admin")))
+        api.put_entity("event-1", "event", api.create_dashboard()["id"])
+        receivers = [RecordingClient().connect(server.url, mint_token(tenant)) for _ in range(clients)]
+        arrivals = {}  # value -> list of arrival times
+        lock = threading.Lock()
+        for receiver in receivers:
 
-                def on_update(data):
-                    with lock:
-                        arrivals.setdefault(data["value"], []).append(time.perf_counter())
+            def on_update(data):
+                with lock:
+                    arrivals.setdefault(data["value"], []).append(time.perf_counter())
 
-                receiver.client.on("metric:update", on_update, namespace="/dashboard")
-                receiver.subscribe("event-1")
+            receiver.client.on("metric:update", on_update, namespace="/dashboard")
+            receiver.subscribe("event-1")
 
-            results = {}
-            db_path = server.env["DATABASE_URL"].removeprefix("sqlite:///")
-            for mode in ("rest", "database"):
-                sent = {}
-                base = 1_000_000 if mode == "database" else 0
-                with closing(sqlite3.connect(db_path, timeout=10)) as conn:
-                    for i in range(writes):
-                        value = float(base + i)
-                        start = time.perf_counter()
-                        if mode == "rest":
-                            api.ingest(("event-1", "probe", value))
-                        else:
-                            with conn:
-                                conn.execute(
-                                    "INSERT INTO change_log (tenant_id, entity_id, metric_name, value)"
-                                    " VALUES (?, ?, ?, ?)",
-                                    (tenant, "event-1", "probe", value),
-                                )
-                        sent[value] = start
-                        # One write in flight at a time: wait until every client has it.
-                        deadline = time.monotonic() + 10
-                        while len(arrivals.get(value, ())) < clients and time.monotonic() < deadline:
-                            time.sleep(0.0005)
-                latencies = [t - sent[v] for v, times in arrivals.items() if v in sent for t in times]
-                delivered = sum(len(arrivals.get(v, ())) for v in sent)
-                results[mode] = {**percentiles(latencies), "delivered": delivered, "expected": clients * writes}
-            for receiver in receivers:
-                receiver.disconnect()
-            return results
-        finally:
-            server.stop()
+        results = {}
+        db_path = server.database_path
+        for mode in ("rest", "database"):
+            sent = {}
+            base = 1_000_000 if mode == "database" else 0
+            with closing(sqlite3.connect(db_path, timeout=10)) as conn:
+                for i in range(writes):
+                    value = float(base + i)
+                    start = time.perf_counter()
+                    if mode == "rest":
+                        api.ingest(("event-1", "probe", value))
+                    else:
+                        with conn:
+                            conn.execute(
+                                "INSERT INTO change_log (tenant_id, entity_id, metric_name, value) VALUES (?, ?, ?, ?)",
+                                (tenant, "event-1", "probe", value),
+                            )
+                    sent[value] = start
+                    # One write in flight at a time: wait until every client has it.
+                    deadline = time.monotonic() + 10
+                    while len(arrivals.get(value, ())) < clients and time.monotonic() < deadline:
+                        time.sleep(0.0005)
+            latencies = [t - sent[v] for v, times in arrivals.items() if v in sent for t in times]
+            delivered = sum(len(arrivals.get(v, ())) for v in sent)
+            results[mode] = {**percentiles(latencies), "delivered": delivered, "expected": clients * writes}
+        for receiver in receivers:
+            receiver.disconnect()
+        return results
 
 
 def main():

@@ -3,11 +3,13 @@
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import jwt
@@ -103,9 +105,36 @@ class LiveServer:
             self.proc.kill()
             self.proc.wait(timeout=5)
 
+    @property
+    def database_path(self):
+        """Path of the server's SQLite file."""
+        return self.env["DATABASE_URL"].removeprefix("sqlite:///")
+
+    def insert_changes(self, rows):
+        """Insert ``(tenant_id, entity_id, metric_name, value)`` rows into the change log in one
+        transaction, as an external writer would; return the last ``seq``."""
+        with closing(sqlite3.connect(self.database_path, timeout=10)) as conn, conn:
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.executemany(
+                "INSERT INTO change_log (tenant_id, entity_id, metric_name, value) VALUES (?, ?, ?, ?)", rows
+            )
+            return conn.execute("SELECT MAX(seq) FROM change_log").fetchone()[0]
+
     def log_tail(self, lines=40):
         """The last lines of the server's log."""
         return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextmanager
+def running_server(tmp_dir, **overrides):
+    """A migrated, started server of its own (``server_env`` overrides), stopped on exit."""
+    server = LiveServer(server_env(tmp_dir, **overrides), Path(tmp_dir) / "server.log")
+    server.migrate()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def server_env(tmp_dir, **overrides):

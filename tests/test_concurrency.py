@@ -67,7 +67,7 @@ class WriterGroup:
 
     def __init__(self, live_server, tenant_id, token, targets, rest_points, db_points, seconds=WRITE_SECONDS):
         context = multiprocessing.get_context("spawn")
-        db_path = database_path(live_server)
+        db_path = live_server.database_path
         kinds = [("rest", rest_points, 0.0)] * 2 + [("db", db_points, DB_PAUSE)] * 2
         self.ready = context.Barrier(len(kinds) + 1)
         self.stop_event = context.Event()
@@ -126,20 +126,13 @@ class WriterGroup:
         return reports
 
 
-def database_path(live_server):
-    """The live server's SQLite file (DATABASE_URL is ``sqlite:////abs/path``)."""
-    url = live_server.env["DATABASE_URL"]
-    assert url.startswith("sqlite:////"), url
-    return url.removeprefix("sqlite:///")
-
-
 def read_database(live_server, tenant_id):
     """The truth, read-only: ``(metric_values, change_rows, max_seq)`` for the tenant.
 
     ``metric_values`` is ``{entity_id: {metric: (value, seq)}}``, ``change_rows`` is
     ``{seq: (entity_id, metric, value)}`` for the tenant's metric changes.
     """
-    connection = sqlite3.connect(f"file:{database_path(live_server)}?mode=ro", uri=True, timeout=10)
+    connection = sqlite3.connect(f"file:{live_server.database_path}?mode=ro", uri=True, timeout=10)
     try:
         values = {}
         rows = connection.execute(

@@ -8,13 +8,9 @@ import pytest
 from tests.support import Api, unique
 
 
-def database_path(server):
-    return server.env["DATABASE_URL"].removeprefix("sqlite:///")
-
-
 def insert_change(server, tenant_id, entity_id, metric_name, value, seq=None):
     """Write a metric straight into the change log as an external writer would, optionally at a chosen seq."""
-    with closing(sqlite3.connect(database_path(server), timeout=10)) as conn, conn:
+    with closing(sqlite3.connect(server.database_path, timeout=10)) as conn, conn:
         conn.execute("PRAGMA foreign_keys=ON")
         if seq is None:
             cursor = conn.execute(
@@ -30,7 +26,7 @@ def insert_change(server, tenant_id, entity_id, metric_name, value, seq=None):
 
 
 def max_seq(server):
-    with closing(sqlite3.connect(database_path(server))) as conn:
+    with closing(sqlite3.connect(server.database_path)) as conn:
         return conn.execute("SELECT COALESCE(MAX(seq), 0) FROM change_log").fetchone()[0]
 
 
@@ -170,7 +166,7 @@ def test_external_writer_cannot_insert_a_row_the_feed_could_not_carry(
     client = sio_client(token_for(tenant))
     client.subscribe(entity_id)
     with (
-        closing(sqlite3.connect(database_path(live_server), timeout=10)) as conn,
+        closing(sqlite3.connect(live_server.database_path, timeout=10)) as conn,
         pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"),
         conn,
     ):
@@ -180,7 +176,7 @@ def test_external_writer_cannot_insert_a_row_the_feed_could_not_carry(
             (tenant, entity_id, "poison", value, recorded_at),
         )
     # The feed keeps flowing, ISO-8601 timestamps with an offset included.
-    with closing(sqlite3.connect(database_path(live_server), timeout=10)) as conn, conn:
+    with closing(sqlite3.connect(live_server.database_path, timeout=10)) as conn, conn:
         conn.execute(
             "INSERT INTO change_log (tenant_id, entity_id, metric_name, value, recorded_at) VALUES (?, ?, ?, ?, ?)",
             (tenant, entity_id, "good", 2, "2026-11-28T10:00:00.5+02:00"),

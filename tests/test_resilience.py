@@ -1,4 +1,4 @@
-"""A client whose server restarts reconnects, re-subscribes and gets a fresh snapshot."""
+"""Surviving trouble: a server restart under a connected client, a database outage, a backlog."""
 
 import sqlite3
 import threading
@@ -8,24 +8,26 @@ from contextlib import closing
 import pytest
 import socketio
 
-from tests.support import DEFAULT_TIMEOUT, Api, LiveServer, RecordingClient, mint_token, server_env, unique
+from tests.support import DEFAULT_TIMEOUT, Api, RecordingClient, mint_token, running_server, unique
 
 
 @pytest.fixture
 def own_server(tmp_path):
-    """A server of this test's own, so that restarting it disturbs nobody else."""
-    server = LiveServer(server_env(tmp_path), tmp_path / "server.log")
-    server.migrate()
-    server.start()
-    yield server
-    server.stop()
+    """A server of this test's own, so that restarting or breaking it disturbs nobody else."""
+    with running_server(tmp_path) as server:
+        yield server
+
+
+def tenant_with_entity(server, entity_id="event-1"):
+    """A new tenant with one event entity on a dashboard: ``(tenant_id, admin Api)``."""
+    tenant = unique("tenant")
+    api = Api(server.url, mint_token(tenant, roles=("admin", "ingest")))
+    api.put_entity(entity_id, "event", api.create_dashboard()["id"])
+    return tenant, api
 
 
 def test_client_resubscribes_after_server_restart(own_server):
-    tenant = unique("tenant")
-    api = Api(own_server.url, mint_token(tenant, roles=("admin", "ingest")))
-    dashboard = api.create_dashboard()
-    api.put_entity("event-uuid-123", "event", dashboard["id"])
+    tenant, api = tenant_with_entity(own_server, "event-uuid-123")
     api.ingest(("event-uuid-123", "ticketsSold", 1))
 
     # The seed's client: reconnect on, and subscribe again on every 'connect'.
@@ -63,12 +65,7 @@ def test_client_resubscribes_after_server_restart(own_server):
         own_server.stop()
         assert lost.wait(DEFAULT_TIMEOUT)
         # Written while the server is down, straight into the database.
-        path = own_server.env["DATABASE_URL"].removeprefix("sqlite:///")
-        with closing(sqlite3.connect(path)) as conn, conn:
-            conn.execute(
-                "INSERT INTO change_log (tenant_id, entity_id, metric_name, value) VALUES (?, ?, ?, ?)",
-                (tenant, "event-uuid-123", "ticketsSold", 2),
-            )
+        own_server.insert_changes([(tenant, "event-uuid-123", "ticketsSold", 2)])
         own_server.start()
 
         with cond:
@@ -89,18 +86,12 @@ def wait_for_log(server, text, timeout=DEFAULT_TIMEOUT):
 
 
 def test_poller_survives_database_errors_and_delivers_what_was_written_meanwhile(tmp_path):
-    server = LiveServer(server_env(tmp_path, POLL_MAX_BACKOFF="0.3"), tmp_path / "server.log")
-    server.migrate()
-    server.start()
-    try:
-        tenant = unique("tenant")
-        api = Api(server.url, mint_token(tenant, roles=("admin", "ingest")))
-        api.put_entity("event-1", "event", api.create_dashboard()["id"])
+    with running_server(tmp_path, POLL_MAX_BACKOFF="0.3") as server:
+        tenant, api = tenant_with_entity(server)
         client = RecordingClient().connect(server.url, mint_token(tenant))
         client.subscribe("event-1")
 
-        path = server.env["DATABASE_URL"].removeprefix("sqlite:///")
-        with closing(sqlite3.connect(path, timeout=10)) as conn:
+        with closing(sqlite3.connect(server.database_path, timeout=10)) as conn:
             conn.execute("ALTER TABLE change_log RENAME TO change_log_away")
             wait_for_log(server, "change poll failed")
             # A writer that knows the table under its other name keeps writing meanwhile.
@@ -117,25 +108,13 @@ def test_poller_survives_database_errors_and_delivers_what_was_written_meanwhile
         client.wait_for("metric:update", lambda d: d["value"] == 78.0)
         assert [u["value"] for u in client.of("metric:update")] == [77.0, 78.0]
         client.disconnect()
-    finally:
-        server.stop()
 
 
 def test_subscribe_catches_up_a_backlog_of_many_batches_before_its_snapshot(tmp_path):
     # The poller reads 2 rows a batch and sleeps 30 s: direct writes pile up unread.
-    server = LiveServer(server_env(tmp_path, POLL_BATCH_SIZE="2", POLL_INTERVAL="30"), tmp_path / "server.log")
-    server.migrate()
-    server.start()
-    try:
-        tenant = unique("tenant")
-        api = Api(server.url, mint_token(tenant, roles=("admin", "ingest")))
-        api.put_entity("event-1", "event", api.create_dashboard()["id"])
-        path = server.env["DATABASE_URL"].removeprefix("sqlite:///")
-        with closing(sqlite3.connect(path, timeout=10)) as conn, conn:
-            conn.executemany(
-                "INSERT INTO change_log (tenant_id, entity_id, metric_name, value) VALUES (?, ?, ?, ?)",
-                [(tenant, "event-1", "ticketsSold", float(v)) for v in range(1, 8)],
-            )
+    with running_server(tmp_path, POLL_BATCH_SIZE="2", POLL_INTERVAL="30") as server:
+        tenant, api = tenant_with_entity(server)
+        server.insert_changes([(tenant, "event-1", "ticketsSold", float(v)) for v in range(1, 8)])
         client = RecordingClient().connect(server.url, mint_token(tenant))
         initial = client.subscribe("event-1")
         assert initial["metrics"] == {"ticketsSold": 7.0}
@@ -144,5 +123,3 @@ def test_subscribe_catches_up_a_backlog_of_many_batches_before_its_snapshot(tmp_
         client.wait_for("metric:update", lambda d: d["metricName"] == "barrier")
         assert [u["metricName"] for u in client.of("metric:update")] == ["barrier"]
         client.disconnect()
-    finally:
-        server.stop()

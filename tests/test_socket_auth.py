@@ -10,7 +10,7 @@ import pytest
 import requests
 import socketio
 
-from tests.support import JWT_SECRET, LiveServer, RecordingClient, mint_token, server_env
+from tests.support import JWT_SECRET, RecordingClient, mint_token, running_server
 
 
 def _b64(data):
@@ -114,13 +114,8 @@ def test_expired_token_gets_error_then_disconnect(live_server, sio_client):
 def strict_server(tmp_path_factory):
     """A server that also checks the issuer and the audience."""
     tmp = tmp_path_factory.mktemp("strict")
-    server = LiveServer(
-        server_env(tmp, JWT_ISSUER="https://id.example.test", JWT_AUDIENCE="analytics"), tmp / "server.log"
-    )
-    server.migrate()
-    server.start()
-    yield server
-    server.stop()
+    with running_server(tmp, JWT_ISSUER="https://id.example.test", JWT_AUDIENCE="analytics") as server:
+        yield server
 
 
 @pytest.mark.parametrize(
@@ -153,12 +148,10 @@ def test_landing_page_lists_the_namespaces(live_server):
 @pytest.fixture(scope="module")
 def cors_server(tmp_path_factory):
     """A server that only allows one browser origin."""
-    tmp = tmp_path_factory.mktemp("cors")
-    server = LiveServer(server_env(tmp, CORS_ALLOWED_ORIGINS="http://dashboards.example.test"), tmp / "server.log")
-    server.migrate()
-    server.start()
-    yield server
-    server.stop()
+    with running_server(
+        tmp_path_factory.mktemp("cors"), CORS_ALLOWED_ORIGINS="http://dashboards.example.test"
+    ) as server:
+        yield server
 
 
 @pytest.mark.parametrize(

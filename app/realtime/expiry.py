@@ -1,24 +1,20 @@
 """Disconnecting sockets whose token expires while they are connected."""
 
 import heapq
-import logging
 import time
 
 from app import errors
+from app.background import BackgroundLoop
 from app.errors import AppError
 
-log = logging.getLogger(__name__)
 
-
-class TokenExpiryWatch:
+class TokenExpiryWatch(BackgroundLoop):
     """One background task and a heap of deadlines, instead of a timer per socket."""
 
     def __init__(self, sio, resolution=0.25):
-        self._sio = sio
-        self._resolution = resolution
+        super().__init__(sio, resolution)
         self._deadlines = []  # heap of (expires_at, sid, namespace), may hold forgotten entries
         self._live = {}  # (sid, namespace) -> expires_at of the sockets still watched
-        self._running = False
 
     def __len__(self):
         return len(self._live)
@@ -35,22 +31,9 @@ class TokenExpiryWatch:
             self._deadlines = [(at, sid, ns) for (sid, ns), at in self._live.items()]
             heapq.heapify(self._deadlines)
 
-    def start(self):
-        """Start watching in a background task."""
-        self._running = True
-        self._sio.start_background_task(self._run)
-
-    def stop(self):
-        """Stop watching."""
-        self._running = False
-
-    def _run(self):
-        while self._running:
-            try:
-                self.expire_due(time.time())
-            except Exception:
-                log.exception("token expiry check failed")
-            self._sio.sleep(self._resolution)
+    def step(self):
+        """Expire what is due now."""
+        self.expire_due(time.time())
 
     def expire_due(self, now):
         """Send ``error`` and disconnect every still-connected socket whose deadline has passed."""
