@@ -1,0 +1,55 @@
+"""Two server processes on one database: a change made through either reaches sockets held by both."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.support import Api, RecordingClient, mint_token, running_server, unique
+
+
+@pytest.fixture
+def two_servers(tmp_path):
+    """Servers A and B, separate processes sharing one SQLite database."""
+    shared = f"sqlite:///{tmp_path / 'shared.db'}"
+    Path(tmp_path / "a").mkdir()
+    Path(tmp_path / "b").mkdir()
+    with (
+        running_server(tmp_path / "a", DATABASE_URL=shared) as a,
+        running_server(tmp_path / "b", DATABASE_URL=shared) as b,
+    ):
+        yield a, b
+
+
+def test_changes_made_through_one_process_reach_sockets_of_the_other(two_servers):
+    a, b = two_servers
+    tenant = unique("tenant")
+    api_a = Api(a.url, mint_token(tenant, roles=("admin", "ingest")))
+    api_b = Api(b.url, mint_token(tenant, roles=("admin", "ingest")))
+    dashboard = api_a.create_dashboard()
+    api_a.put_entity("event-1", "event", dashboard["id"])
+    on_a = RecordingClient().connect(a.url, mint_token(tenant))
+    on_b = RecordingClient().connect(b.url, mint_token(tenant))
+    layout_on_b = RecordingClient("/analytics/dashboard").connect(b.url, mint_token(tenant))
+    try:
+        for client in (on_a, on_b, layout_on_b):
+            client.subscribe("event-1")
+
+        first = api_a.ingest(("event-1", "ticketsSold", 1))["lastSeq"]
+        # Another metric: the same one twice could be conflated into one update, by design.
+        second = api_b.ingest(("event-1", "revenue", 2))["lastSeq"]
+        added = api_a.call(
+            "POST",
+            f"/dashboards/{dashboard['id']}/tiles",
+            201,
+            json={"title": "Gate", "metricName": "g", "kind": "gauge"},
+        )
+        for client in (on_a, on_b):
+            client.wait_for("dashboard:update")
+            updates = [(u["metricName"], u["value"], u["seq"]) for u in client.of("metric:update")]
+            assert updates == [("ticketsSold", 1.0, first), ("revenue", 2.0, second)]
+            assert [u["tile"] for u in client.of("dashboard:update")] == [added["tile"]]
+        assert layout_on_b.wait_for("dashboard:update")["tile"] == added["tile"]
+        assert layout_on_b.of("metric:update") == []
+    finally:
+        for client in (on_a, on_b, layout_on_b):
+            client.disconnect()
