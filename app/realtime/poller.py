@@ -60,8 +60,6 @@ class ChangePoller:
         self._gaps = {}  # seq -> monotonic time it was first found missing
         self._sent = {}  # (tenant, entity, metric) -> seq sent, kept while gaps are open
         self._running = False
-        self._task = None
-        self.ticks = 0
 
     @property
     def position(self):
@@ -74,7 +72,7 @@ class ChangePoller:
         """Start polling in a background task."""
         self._running = True
         change_log.change_committed.connect(self._on_commit, weak=False)
-        self._task = self._sio.start_background_task(self._run)
+        self._sio.start_background_task(self._run)
 
     def stop(self):
         """Stop polling after the current tick."""
@@ -106,7 +104,6 @@ class ChangePoller:
             with consistent_read():
                 batch = self._read()
             self._deliver(batch)
-        self.ticks += 1
         return batch.full
 
     def subscribe(self, sid, namespace, tenant_id, entity_id, entity_type):
