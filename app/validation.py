@@ -11,14 +11,18 @@ from datetime import UTC, datetime
 from app import errors
 from app.errors import AppError
 
-MAX_NAME_LENGTH = 128
 #: Row ids are 32-bit integers on PostgreSQL; a larger id names no row.
 MAX_ROW_ID = 2**31 - 1
 
 
+def is_integer(value):
+    """True when ``value`` is a JSON integer (Python's ``bool`` is an ``int``, but not one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def is_row_id(value):
     """True when ``value`` is an integer that can be a row id (1 to MAX_ROW_ID)."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ROW_ID
+    return is_integer(value) and 0 < value <= MAX_ROW_ID
 
 
 def require_object(payload, error=errors.VALIDATION_FAILED, what="payload"):

@@ -5,6 +5,7 @@ from flask import current_app, request
 from app import errors
 from app.auth import bearer_token, verify_token
 from app.errors import AppError
+from app.validation import is_integer
 
 
 def principal(*roles):
@@ -34,6 +35,6 @@ def expected_version(body):
         if not (header.isascii() and header.isdigit()):
             raise AppError(errors.VALIDATION_FAILED, "If-Match must be a dashboard version number")
         value = int(header)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+    if value is not None and not is_integer(value):
         raise AppError(errors.VALIDATION_FAILED, "expectedVersion must be an integer")
     return value

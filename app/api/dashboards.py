@@ -5,7 +5,7 @@ from app.api import bp
 from app.api.common import expected_version, json_body, principal
 from app.errors import AppError
 from app.services import dashboards
-from app.validation import require_id, require_object
+from app.validation import is_integer, require_id, require_object
 
 
 @bp.get("/dashboards")
@@ -71,6 +71,6 @@ def reorder_tiles(dashboard_id):
     caller = principal("admin")
     body = require_object(json_body())
     tile_ids = body.get("tileIds")
-    if not isinstance(tile_ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in tile_ids):
+    if not isinstance(tile_ids, list) or not all(is_integer(i) for i in tile_ids):
         raise AppError(errors.VALIDATION_FAILED, "tileIds must be a list of tile ids")
     return dashboards.reorder_tiles(caller.tenant_id, dashboard_id, tile_ids, expected_version(body))

@@ -7,7 +7,7 @@ from app.api import bp
 from app.api.common import json_body, principal
 from app.errors import AppError
 from app.services import entities
-from app.validation import optional_text, require_choice, require_id, require_object
+from app.validation import is_integer, optional_text, require_choice, require_id, require_object
 
 
 @bp.get("/entities")
@@ -32,7 +32,7 @@ def put_entity(entity_id):
     body = require_object(json_body())
     entity_id = require_id({"entityId": entity_id}, "entityId", config["MAX_ID_LENGTH"])
     dashboard_id = body.get("dashboardId")
-    if dashboard_id is not None and (isinstance(dashboard_id, bool) or not isinstance(dashboard_id, int)):
+    if dashboard_id is not None and not is_integer(dashboard_id):
         raise AppError(errors.VALIDATION_FAILED, "dashboardId must be an integer")
     entity, created = entities.register_entity(
         caller.tenant_id,

@@ -16,9 +16,6 @@ class TokenExpiryWatch(BackgroundLoop):
         self._deadlines = []  # heap of (expires_at, sid, namespace), may hold forgotten entries
         self._live = {}  # (sid, namespace) -> expires_at of the sockets still watched
 
-    def __len__(self):
-        return len(self._live)
-
     def watch(self, sid, namespace, expires_at):
         """Disconnect ``sid`` from ``namespace`` at ``expires_at`` (a Unix time)."""
         self._live[(sid, namespace)] = expires_at

@@ -81,7 +81,8 @@ def list_dashboards(tenant_id):
     return [dashboard_to_dict(d, with_tiles=False) for d in db.session.scalars(query)]
 
 
-def _find_dashboard(session, tenant_id, dashboard_id, lock=False):
+def find_dashboard(session, tenant_id, dashboard_id, lock=False):
+    """Return the tenant's dashboard (row-locked with ``lock``), or raise NOT_FOUND."""
     if not is_row_id(dashboard_id):
         raise AppError(errors.NOT_FOUND, f"unknown dashboard {dashboard_id}")
     query = select(Dashboard).where(Dashboard.id == dashboard_id, Dashboard.tenant_id == tenant_id)
@@ -95,7 +96,7 @@ def _find_dashboard(session, tenant_id, dashboard_id, lock=False):
 
 def get_dashboard(tenant_id, dashboard_id):
     """Return one of the tenant's dashboards with its ordered tiles, or raise NOT_FOUND."""
-    return dashboard_to_dict(_find_dashboard(db.session, tenant_id, dashboard_id))
+    return dashboard_to_dict(find_dashboard(db.session, tenant_id, dashboard_id))
 
 
 def create_dashboard(tenant_id, name, tiles):
@@ -112,7 +113,7 @@ def create_dashboard(tenant_id, name, tiles):
 
 
 def _begin_change(session, tenant_id, dashboard_id, expected_version):
-    dashboard = _find_dashboard(session, tenant_id, dashboard_id, lock=True)
+    dashboard = find_dashboard(session, tenant_id, dashboard_id, lock=True)
     if expected_version is not None and expected_version != dashboard.version:
         raise AppError(
             errors.CONFLICT,

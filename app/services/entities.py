@@ -7,8 +7,7 @@ from app.database import write_transaction
 from app.errors import AppError
 from app.extensions import db
 from app.models import Dashboard, Entity, MetricValue, Tile
-from app.services.dashboards import tile_to_dict
-from app.validation import is_row_id
+from app.services.dashboards import find_dashboard, tile_to_dict
 
 
 def find_entity(tenant_id, entity_id, entity_type=None):
@@ -48,11 +47,7 @@ def register_entity(tenant_id, entity_id, entity_type, name, dashboard_id):
     """
     with write_transaction() as session:
         if dashboard_id is not None:
-            owned = is_row_id(dashboard_id) and session.scalar(
-                select(Dashboard.id).where(Dashboard.id == dashboard_id, Dashboard.tenant_id == tenant_id)
-            )
-            if not owned:
-                raise AppError(errors.NOT_FOUND, f"unknown dashboard {dashboard_id}")
+            find_dashboard(session, tenant_id, dashboard_id)
         entity = session.scalar(select(Entity).where(Entity.tenant_id == tenant_id, Entity.entity_id == entity_id))
         if entity is None:
             entity = Entity(
