@@ -23,3 +23,22 @@ accesslog = _env("ACCESS_LOG", None)
 errorlog = "-"
 # gunicorn 27's control socket under ~/.gunicorn is shared by every instance on the machine.
 control_socket_disable = True
+
+
+def post_worker_init(worker):
+    """When this worker is told to stop (SIGTERM, or SIGHUP's restart), close its sockets at once.
+
+    Open websockets would otherwise hold the worker for ``graceful_timeout`` and
+    then be cut; closed at once, their clients reconnect to another worker or
+    node within a second, while this worker answers new ones 503.
+    """
+    import gevent
+
+    realtime = worker.wsgi.extensions["realtime"]
+
+    def drain_when_told_to_stop():
+        while worker.alive:
+            gevent.sleep(0.1)
+        realtime.drain()
+
+    gevent.spawn(drain_when_told_to_stop)

@@ -3,7 +3,6 @@
 import logging
 from pathlib import Path
 
-import socketio
 from flask import Flask
 
 from app.config import load_config
@@ -49,5 +48,5 @@ def create_app(config=None):
     if app.config["SIMULATOR"]:
         realtime.add_background(MetricSimulator(app, realtime.sio))
     app.extensions["realtime"] = realtime
-    app.wsgi_app = socketio.WSGIApp(realtime.sio, app.wsgi_app)
+    app.wsgi_app = realtime.wsgi_app(app.wsgi_app)
     return app

@@ -84,6 +84,34 @@ def _default_database_url(instance_path):
     return f"sqlite:///{Path(instance_path) / 'analytics.db'}"
 
 
+def _database_url(instance_path):
+    """DATABASE_URL with PostgreSQL pinned to psycopg 3, the driver that cooperates with gevent."""
+    url = env_str("DATABASE_URL") or _default_database_url(instance_path)
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    if url.startswith("postgresql+") and not url.startswith("postgresql+psycopg://"):
+        raise ValueError("DATABASE_URL: only the psycopg driver is supported (postgresql+psycopg://...)")
+    return url
+
+
+def _engine_options(url):
+    """Pool settings. On PostgreSQL a worker's pool is shared by all its greenlets (docs/deployment.md)."""
+    options = {"pool_pre_ping": True}
+    if url.startswith("postgresql"):
+        options.update(
+            pool_size=env_int("DATABASE_POOL_SIZE", 10, 1),
+            max_overflow=env_int("DATABASE_MAX_OVERFLOW", 10, 0),
+            pool_timeout=env_float("DATABASE_POOL_TIMEOUT", 10.0, minimum=0.1),
+            pool_recycle=env_int("DATABASE_POOL_RECYCLE", 1800, 1),
+            connect_args={
+                "connect_timeout": env_int("DATABASE_CONNECT_TIMEOUT", 5, 1),
+                "application_name": "analytics-svc",
+            },
+        )
+    return options
+
+
 def load_config(instance_path):
     """Build the application configuration from the environment."""
     public_key = _read_public_key()
@@ -96,9 +124,14 @@ def load_config(instance_path):
     if secret:
         algorithms.append("HS256")
     cors = env_list("CORS_ALLOWED_ORIGINS", ["*"])
+    database_url = _database_url(instance_path)
     return {
-        "SQLALCHEMY_DATABASE_URI": env_str("DATABASE_URL") or _default_database_url(instance_path),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(database_url),
+        # PostgreSQL only: LISTEN for the change log's NOTIFY instead of waiting for the next poll.
+        "CHANGE_NOTIFY": env_bool("CHANGE_NOTIFY", True) and database_url.startswith("postgresql"),
+        "REDIS_URL": env_str("REDIS_URL"),
+        "REDIS_CHANNEL": env_str("REDIS_CHANNEL", "analytics-svc"),
         "LOG_LEVEL": env_str("LOG_LEVEL", "INFO").upper(),
         # Authentication
         "JWT_SECRET": secret,
@@ -115,6 +148,8 @@ def load_config(instance_path):
         # The id columns are 128 characters wide.
         "MAX_ID_LENGTH": env_int("MAX_ID_LENGTH", 128, 1, maximum=128),
         "SOCKET_MAX_MESSAGE_BYTES": env_int("SOCKET_MAX_MESSAGE_BYTES", 64 * 1024, 1024),
+        # Packets queued for one socket that is not reading before it is disconnected.
+        "SOCKET_MAX_BACKLOG": env_int("SOCKET_MAX_BACKLOG", 1000, 10),
         # Change feed
         "POLL_INTERVAL": env_float("POLL_INTERVAL", 0.1, minimum=0.005),
         "POLL_BATCH_SIZE": env_int("POLL_BATCH_SIZE", 5000, 1),

@@ -14,6 +14,9 @@ def configure_engine(engine):
     ourselves: a write transaction starts with BEGIN IMMEDIATE and takes the
     write lock up front instead of failing on a lock upgrade under contention.
     """
+    if engine.dialect.name == "postgresql":
+        _require_cooperative_psycopg()
+        return
     if engine.dialect.name != "sqlite":
         return
 
@@ -31,6 +34,19 @@ def configure_engine(engine):
     def _on_begin(connection):
         immediate = connection.get_execution_options().get("write_lock", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _require_cooperative_psycopg():
+    """Refuse to run psycopg with its blocking wait in a gevent-patched process.
+
+    psycopg chooses how to wait for the server when it is first imported: imported
+    before ``monkey.patch_all()`` it blocks the whole worker on every query.
+    """
+    from gevent import monkey
+    from psycopg import waiting
+
+    if monkey.is_module_patched("select") and waiting.wait is waiting.wait_c:
+        raise RuntimeError("psycopg was imported before gevent monkey-patching; import wsgi (which patches) first")
 
 
 @contextmanager

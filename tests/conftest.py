@@ -5,7 +5,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from engineio.payload import Payload
 
-from tests.support import Api, LiveServer, RecordingClient, mint_token, server_env, unique
+from tests.support import BACKENDS, Api, LiveServer, RecordingClient, database_url_for, mint_token, server_env, unique
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -38,15 +38,22 @@ def rsa_keys():
     return private, public
 
 
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request):
+    """The database kind under test: every test that touches the database runs on SQLite and on PostgreSQL."""
+    return request.param
+
+
 @pytest.fixture(scope="session")
-def live_server(tmp_path_factory, rsa_keys):
-    """One gunicorn server for the session, accepting HS256 and RS256 tokens."""
-    tmp = tmp_path_factory.mktemp("server")
-    server = LiveServer(server_env(tmp, JWT_PUBLIC_KEY=rsa_keys[1]), tmp / "server.log")
-    server.migrate()
-    server.start()
-    yield server
-    server.stop()
+def live_server(tmp_path_factory, rsa_keys, backend):
+    """One gunicorn server per backend for the session, accepting HS256 and RS256 tokens."""
+    tmp = tmp_path_factory.mktemp(f"server-{backend}")
+    with database_url_for(backend, tmp) as url:
+        server = LiveServer(server_env(tmp, JWT_PUBLIC_KEY=rsa_keys[1], DATABASE_URL=url), tmp / "server.log")
+        server.migrate()
+        server.start()
+        yield server
+        server.stop()
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """What reaches which socket: layout changes on both namespaces, tenant isolation, out-of-order commits."""
 
 import sqlite3
-from contextlib import closing
 
+import psycopg
 import pytest
 
 from tests.support import Api, unique
@@ -10,24 +10,23 @@ from tests.support import Api, unique
 
 def insert_change(server, tenant_id, entity_id, metric_name, value, seq=None):
     """Write a metric straight into the change log as an external writer would, optionally at a chosen seq."""
-    with closing(sqlite3.connect(server.database_path, timeout=10)) as conn, conn:
-        conn.execute("PRAGMA foreign_keys=ON")
-        if seq is None:
-            cursor = conn.execute(
-                "INSERT INTO change_log (tenant_id, entity_id, metric_name, value) VALUES (?, ?, ?, ?)",
-                (tenant_id, entity_id, metric_name, value),
-            )
-        else:
-            cursor = conn.execute(
-                "INSERT INTO change_log (seq, tenant_id, entity_id, metric_name, value) VALUES (?, ?, ?, ?, ?)",
-                (seq, tenant_id, entity_id, metric_name, value),
-            )
-        return cursor.lastrowid
+    columns, params = "tenant_id, entity_id, metric_name, value", (tenant_id, entity_id, metric_name, value)
+    if seq is not None:
+        columns, params = "seq, " + columns, (seq, *params)
+    marks = ", ".join("?" * len(params))
+    inserted = server.database.scalar(f"INSERT INTO change_log ({columns}) VALUES ({marks}) RETURNING seq", params)
+    if seq is not None and server.database.backend == "postgresql":
+        # The transactions "in flight" below seq took their numbers from the sequence: move it past seq.
+        server.database.execute(
+            "SELECT setval(pg_get_serial_sequence('change_log', 'seq'), GREATEST(?,"
+            " COALESCE(pg_sequence_last_value(pg_get_serial_sequence('change_log', 'seq')::regclass), 0)))",
+            (seq,),
+        )
+    return inserted
 
 
 def max_seq(server):
-    with closing(sqlite3.connect(server.database_path)) as conn:
-        return conn.execute("SELECT COALESCE(MAX(seq), 0) FROM change_log").fetchone()[0]
+    return server.database.scalar("SELECT COALESCE(MAX(seq), 0) FROM change_log")
 
 
 def test_layout_changes_reach_both_namespaces(admin_api, entity, token_for, tenant, sio_client):
@@ -165,21 +164,22 @@ def test_external_writer_cannot_insert_a_row_the_feed_could_not_carry(
     entity_id, _ = entity
     client = sio_client(token_for(tenant))
     client.subscribe(entity_id)
-    with (
-        closing(sqlite3.connect(live_server.database_path, timeout=10)) as conn,
-        pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"),
-        conn,
-    ):
-        conn.execute(
-            "INSERT INTO change_log (tenant_id, entity_id, metric_name, value, recorded_at)"
-            " VALUES (?, ?, ?, ?, COALESCE(?, CURRENT_TIMESTAMP))",
-            (tenant, entity_id, "poison", value, recorded_at),
-        )
+    database = live_server.database
+    if database.backend == "postgresql" and recorded_at == "yesterday":
+        pytest.skip("PostgreSQL reads 'yesterday' as a real timestamp (midnight UTC), which the feed carries")
+    columns, params = "tenant_id, entity_id, metric_name, value", (tenant, entity_id, "poison", value)
+    if recorded_at is not None:
+        columns, params = columns + ", recorded_at", (*params, recorded_at)
+    # SQLite's CHECK constraints refuse it; PostgreSQL's types (and its finite-value CHECK) do.
+    refused = (
+        (sqlite3.IntegrityError, "CHECK constraint failed") if database.backend == "sqlite" else (psycopg.Error, None)
+    )
+    with pytest.raises(refused[0], match=refused[1]):
+        database.execute(f"INSERT INTO change_log ({columns}) VALUES ({', '.join('?' * len(params))})", params)
     # The feed keeps flowing, ISO-8601 timestamps with an offset included.
-    with closing(sqlite3.connect(live_server.database_path, timeout=10)) as conn, conn:
-        conn.execute(
-            "INSERT INTO change_log (tenant_id, entity_id, metric_name, value, recorded_at) VALUES (?, ?, ?, ?, ?)",
-            (tenant, entity_id, "good", 2, "2026-11-28T10:00:00.5+02:00"),
-        )
+    database.execute(
+        "INSERT INTO change_log (tenant_id, entity_id, metric_name, value, recorded_at) VALUES (?, ?, ?, ?, ?)",
+        (tenant, entity_id, "good", 2, "2026-11-28T10:00:00.5+02:00"),
+    )
     update = client.wait_for("metric:update")
     assert (update["metricName"], update["value"], update["timestamp"]) == ("good", 2.0, "2026-11-28T08:00:00.500Z")

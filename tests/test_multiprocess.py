@@ -1,19 +1,15 @@
 """Two server processes on one database: a change made through either reaches sockets held by both."""
 
-from pathlib import Path
-
 import pytest
 
-from tests.support import Api, RecordingClient, mint_token, running_server, unique
+from tests.support import Api, RecordingClient, database_url_for, mint_token, running_server, unique
 
 
 @pytest.fixture
-def two_servers(tmp_path):
-    """Servers A and B, separate processes sharing one SQLite database."""
-    shared = f"sqlite:///{tmp_path / 'shared.db'}"
-    Path(tmp_path / "a").mkdir()
-    Path(tmp_path / "b").mkdir()
+def two_servers(tmp_path, backend):
+    """Servers A and B, separate processes sharing one database."""
     with (
+        database_url_for(backend, tmp_path) as shared,
         running_server(tmp_path / "a", DATABASE_URL=shared) as a,
         running_server(tmp_path / "b", DATABASE_URL=shared) as b,
     ):

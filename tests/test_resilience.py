@@ -1,9 +1,7 @@
 """Surviving trouble: a server restart under a connected client, a database outage, a backlog."""
 
-import sqlite3
 import threading
 import time
-from contextlib import closing
 
 import pytest
 import socketio
@@ -85,22 +83,21 @@ def wait_for_log(server, text, timeout=DEFAULT_TIMEOUT):
         time.sleep(0.05)
 
 
-def test_poller_survives_database_errors_and_delivers_what_was_written_meanwhile(tmp_path):
-    with running_server(tmp_path, POLL_MAX_BACKOFF="0.3") as server:
+def test_poller_survives_database_errors_and_delivers_what_was_written_meanwhile(tmp_path, backend):
+    with running_server(tmp_path, backend, POLL_MAX_BACKOFF="0.3") as server:
         tenant, api = tenant_with_entity(server)
         client = RecordingClient().connect(server.url, mint_token(tenant))
         client.subscribe("event-1")
 
-        with closing(sqlite3.connect(server.database_path, timeout=10)) as conn:
-            conn.execute("ALTER TABLE change_log RENAME TO change_log_away")
-            wait_for_log(server, "change poll failed")
-            # A writer that knows the table under its other name keeps writing meanwhile.
-            with conn:
-                conn.execute(
-                    "INSERT INTO change_log_away (tenant_id, entity_id, metric_name, value) VALUES (?, ?, ?, ?)",
-                    (tenant, "event-1", "ticketsSold", 77),
-                )
-            conn.execute("ALTER TABLE change_log_away RENAME TO change_log")
+        database = server.database
+        database.execute("ALTER TABLE change_log RENAME TO change_log_away")
+        wait_for_log(server, "change poll failed")
+        # A writer that knows the table under its other name keeps writing meanwhile.
+        database.execute(
+            "INSERT INTO change_log_away (tenant_id, entity_id, metric_name, value) VALUES (?, ?, ?, ?)",
+            (tenant, "event-1", "ticketsSold", 77),
+        )
+        database.execute("ALTER TABLE change_log_away RENAME TO change_log")
 
         assert client.wait_for("metric:update")["value"] == 77.0
         assert client.client.connected
@@ -110,9 +107,9 @@ def test_poller_survives_database_errors_and_delivers_what_was_written_meanwhile
         client.disconnect()
 
 
-def test_subscribe_catches_up_a_backlog_of_many_batches_before_its_snapshot(tmp_path):
+def test_subscribe_catches_up_a_backlog_of_many_batches_before_its_snapshot(tmp_path, backend):
     # The poller reads 2 rows a batch and sleeps 30 s: direct writes pile up unread.
-    with running_server(tmp_path, POLL_BATCH_SIZE="2", POLL_INTERVAL="30") as server:
+    with running_server(tmp_path, backend, POLL_BATCH_SIZE="2", POLL_INTERVAL="30", CHANGE_NOTIFY="0") as server:
         tenant, api = tenant_with_entity(server)
         server.insert_changes([(tenant, "event-1", "ticketsSold", float(v)) for v in range(1, 8)])
         client = RecordingClient().connect(server.url, mint_token(tenant))

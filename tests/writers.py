@@ -1,20 +1,22 @@
-"""Writer processes for tests/test_concurrency.py: each hammers a tenant's metrics, via REST or straight into SQLite.
+"""Writer processes for tests/test_concurrency.py: each hammers a tenant's metrics, via REST or straight into the
+database (SQLite or PostgreSQL).
 
 They run in processes of their own (multiprocessing's ``spawn`` context), so this module imports nothing from the
-app or the fixtures. Every writer gets ready, waits at a barrier so that all of them start at once, then writes
-until it has written ``Plan.count`` points, ``Plan.seconds`` have passed or the test sets ``stop``. It reports one
-dict on the ``results`` queue: ``{"name", "ok": True, "points", "batches", "stopped_by", "last_seqs"}`` or
-``{"name", "ok": False, "error"}``.
+app or the fixtures (only tests.support's Database). Every writer gets ready, waits at a barrier so that all of
+them start at once, then writes until it has written ``Plan.count`` points, ``Plan.seconds`` have passed or the
+test sets ``stop``. It reports one dict on the ``results`` queue:
+``{"name", "ok": True, "points", "batches", "stopped_by", "last_seqs"}`` or ``{"name", "ok": False, "error"}``.
 """
 
 import random
-import sqlite3
 import time
 import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import requests
+
+from tests.support import Database
 
 #: How long a writer waits at the start barrier for the others and the test.
 READY_TIMEOUT = 60.0
@@ -72,7 +74,7 @@ def _run(plan, points, batch_size, write, ready, stop, results):
         batch = points.take(min(batch_size(), plan.count - written))
         last_seq = write(batch)
         if last_seq is not None:
-            last_seqs.append((last_seq, batch[-1]))
+            last_seqs.append((last_seq, batch))
         written += len(batch)
         batches += 1
         if plan.pause:
@@ -119,36 +121,37 @@ def rest_writer(plan, base_url, token, ready, stop, results):
         _report_failure(plan, results)
 
 
-def db_writer(plan, db_path, ready, stop, results):
+def db_writer(plan, database_url, ready, stop, results):
     """INSERT INTO change_log, as an external writer would: one to eight rows per transaction."""
     try:
         points = RandomPoints(plan)
-        connection = sqlite3.connect(db_path, timeout=10)
-        connection.execute("PRAGMA busy_timeout=10000")
+        database = Database(database_url)
 
         def batch_size():
             return 1 if points.rng.random() < 0.5 else points.rng.randint(2, 8)
 
-        def write(batch):
-            with connection:  # one transaction: commits, or rolls back on error
-                for entity_id, metric_name, value in batch:
-                    if points.rng.random() < 0.25:  # recorded_at is optional: the column default fills it
-                        connection.execute(
-                            "INSERT INTO change_log (tenant_id, entity_id, metric_name, value) VALUES (?, ?, ?, ?)",
-                            (plan.tenant_id, entity_id, metric_name, value),
-                        )
-                    else:
-                        recorded_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-                        connection.execute(
-                            "INSERT INTO change_log (tenant_id, entity_id, metric_name, value, recorded_at)"
-                            " VALUES (?, ?, ?, ?, ?)",
-                            (plan.tenant_id, entity_id, metric_name, value, recorded_at),
-                        )
-            return None
+        with database.connection() as connection:
 
-        try:
+            def write(batch):
+                with connection.transaction():  # one transaction: commits, or rolls back on error
+                    # In key order, as docs/database.md asks of writers (no deadlocks on PostgreSQL).
+                    for entity_id, metric_name, value in sorted(batch, key=lambda point: point[:2]):
+                        if points.rng.random() < 0.25:  # recorded_at is optional: the column default fills it
+                            connection.execute(
+                                "INSERT INTO change_log (tenant_id, entity_id, metric_name, value) VALUES (?, ?, ?, ?)",
+                                (plan.tenant_id, entity_id, metric_name, value),
+                            )
+                        else:
+                            recorded_at = datetime.now(UTC)
+                            if database.backend == "sqlite":  # SQLite stores UTC timestamps as text
+                                recorded_at = recorded_at.strftime("%Y-%m-%d %H:%M:%S.%f")
+                            connection.execute(
+                                "INSERT INTO change_log (tenant_id, entity_id, metric_name, value, recorded_at)"
+                                " VALUES (?, ?, ?, ?, ?)",
+                                (plan.tenant_id, entity_id, metric_name, value, recorded_at),
+                            )
+                return None
+
             _run(plan, points, batch_size, write, ready, stop, results)
-        finally:
-            connection.close()
     except BaseException:
         _report_failure(plan, results)

@@ -41,5 +41,7 @@ class TokenExpiryWatch(BackgroundLoop):
             del self._live[(sid, namespace)]
             if not self._sio.manager.is_connected(sid, namespace):
                 continue
-            self._sio.emit("error", AppError(errors.TOKEN_EXPIRED).to_dict(), to=sid, namespace=namespace)
-            self._sio.disconnect(sid, namespace=namespace)
+            self._sio.emit(
+                "error", AppError(errors.TOKEN_EXPIRED).to_dict(), to=sid, namespace=namespace, ignore_queue=True
+            )
+            self._sio.disconnect(sid, namespace=namespace, ignore_queue=True)

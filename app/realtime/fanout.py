@@ -11,7 +11,12 @@ LAYOUT_ACTIONS = frozenset({"added", "removed", "updated", "reordered"})
 
 
 class FanOut:
-    """Emits ``metric:update`` and ``dashboard:update``; each packet is encoded once per emit."""
+    """Emits ``metric:update`` and ``dashboard:update``; each packet is encoded once per emit.
+
+    Emits are local to this process (``ignore_queue``): every process reads the
+    change log itself, so passing them through a message queue as well would
+    deliver each change once per process (docs/deployment.md).
+    """
 
     def __init__(self, sio):
         self._sio = sio
@@ -31,7 +36,7 @@ class FanOut:
             "timestamp": iso_utc(change.recorded_at),
             "seq": change.seq,
         }
-        self._sio.emit("metric:update", data, to=room, namespace=DASHBOARD_NAMESPACE)
+        self._sio.emit("metric:update", data, to=room, namespace=DASHBOARD_NAMESPACE, ignore_queue=True)
 
     def dashboard(self, change, users):
         """Send a layout change to the rooms of the tenant's entities in ``users``, on both namespaces.
@@ -55,4 +60,4 @@ class FanOut:
         for namespace in (DASHBOARD_NAMESPACE, UPDATES_NAMESPACE):
             live = [room for room in rooms if self._has_subscribers(namespace, room)]
             if live:
-                self._sio.emit("dashboard:update", data, to=live, namespace=namespace)
+                self._sio.emit("dashboard:update", data, to=live, namespace=namespace, ignore_queue=True)

@@ -55,7 +55,7 @@ class EntityNamespace(socketio.Namespace):
         except Exception:
             log.exception("event %r from %s failed", event, sid)
             body = AppError(errors.INTERNAL).to_dict()
-        self.emit("error", body, to=sid)
+        self.emit("error", body, to=sid, ignore_queue=True)
         return {"ok": False, "error": body}
 
     def on_connect(self, sid, _environ, auth):

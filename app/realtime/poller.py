@@ -9,8 +9,10 @@ Guarantees (see docs/websocket-api.md, "Ordering and delivery"):
 * no change is delivered twice: the poller only reads above its head or in
   its gaps;
 * a value never goes backwards: several changes of one metric in a tick are
-  conflated to the newest, and a late gap row older than a value already sent
-  for the same metric is dropped;
+  conflated to the newest, and a late gap row is dropped when the metric's
+  current value (``metric_values``, in the same snapshot) has a higher ``seq``;
+* a poller that starts while PostgreSQL transactions are in flight does not
+  skip them: the seqs missing just below its starting head are gaps too;
 * a subscribe reads its snapshot in the same database snapshot as a tick and
   under the same lock, so each change is either in the snapshot or delivered
   after it, and every update after it has ``seq`` greater than the snapshot's.
@@ -32,13 +34,17 @@ log = logging.getLogger(__name__)
 
 #: A jump in seq wider than this is not tracked seq by seq (taken as never written).
 MAX_TRACKED_GAP = 10_000
+#: On PostgreSQL, seqs missing this far below the starting head are waited for as gaps.
+STARTUP_GAP_WINDOW = 1_000
 
 
 @dataclass
 class _Batch:
     changes: list = field(default_factory=list)
     dashboard_users: dict = field(default_factory=dict)
+    current_seqs: dict = field(default_factory=dict)
     head: int | None = None
+    missing: list = field(default_factory=list)
     full: bool = False
 
 
@@ -58,7 +64,7 @@ class ChangePoller:
         self._wake = sio.eio.create_event()
         self._head = None  # highest seq read; None until the first successful read
         self._gaps = {}  # seq -> monotonic time it was first found missing
-        self._sent = {}  # (tenant, entity, metric) -> seq sent, kept while gaps are open
+        self._startup_window = STARTUP_GAP_WINDOW if config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql") else 0
         self._running = False
 
     @property
@@ -78,6 +84,10 @@ class ChangePoller:
         """Stop polling after the current tick."""
         self._running = False
         change_log.change_committed.disconnect(self._on_commit)
+        self._wake.set()
+
+    def wake(self):
+        """Read now instead of at the next tick (a commit was announced)."""
         self._wake.set()
 
     def _on_commit(self, _sender=None, **_kwargs):
@@ -127,18 +137,24 @@ class ChangePoller:
                 return None
             self._sio.enter_room(sid, room_for(tenant_id, entity_id), namespace=namespace)
             snapshot["seq"] = self.position
-            self._sio.emit("dashboard:initial", snapshot, to=sid, namespace=namespace)
+            self._sio.emit("dashboard:initial", snapshot, to=sid, namespace=namespace, ignore_queue=True)
             return snapshot
 
     def _read(self):
         """Query the database; changes nothing in the poller."""
         if self._head is None:
-            return _Batch(head=change_log.latest_seq())
+            head = change_log.latest_seq()
+            missing = change_log.missing_below(head, self._startup_window) if self._startup_window else []
+            return _Batch(head=head, missing=missing)
         rows = change_log.fetch_changes(self._head, self._gaps.keys(), self._batch_size)
         dashboards = {c.dashboard_id for c in rows if c.kind == CHANGE_DASHBOARD}
+        late = {
+            (c.tenant_id, c.entity_id, c.metric_name) for c in rows if c.kind == CHANGE_METRIC and c.seq in self._gaps
+        }
         return _Batch(
             changes=rows,
             dashboard_users=change_log.entities_using(dashboards),
+            current_seqs=change_log.current_seqs(late),
             full=len(rows) >= self._batch_size,
         )
 
@@ -171,6 +187,8 @@ class ChangePoller:
         if batch.head is not None:
             if self._head is None:
                 self._head = batch.head
+                now = time.monotonic()
+                self._gaps = dict.fromkeys(batch.missing, now)
             return
         accepted = self._accept(batch, time.monotonic())
         newest = {}
@@ -181,10 +199,8 @@ class ChangePoller:
             else:
                 outgoing.append(change)
         for key, change in newest.items():
-            if self._sent.get(key, 0) > change.seq:
-                continue  # a late row older than the value already sent
-            if self._gaps:
-                self._sent[key] = change.seq
+            if batch.current_seqs.get(key, 0) > change.seq:
+                continue  # a late row older than the metric's current value
             outgoing.append(change)
         outgoing.sort(key=lambda c: c.seq)
         for change in outgoing:
@@ -192,11 +208,3 @@ class ChangePoller:
                 self._fanout.metric(change)
             else:
                 self._fanout.dashboard(change, batch.dashboard_users.get(change.dashboard_id, ()))
-        self._forget_settled()
-
-    def _forget_settled(self):
-        if not self._gaps:
-            self._sent.clear()
-            return
-        floor = self.position
-        self._sent = {key: seq for key, seq in self._sent.items() if seq > floor}

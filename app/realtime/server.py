@@ -1,15 +1,37 @@
 """Socket.IO server setup: one ``socketio.Server`` wrapped around the Flask app."""
 
+import json
 import logging
 
 import socketio
 
+from app import errors
+from app.errors import AppError
+from app.extensions import db
+from app.realtime.backlog import BacklogWatch
 from app.realtime.expiry import TokenExpiryWatch
 from app.realtime.fanout import FanOut
 from app.realtime.namespaces import namespaces_for
 from app.realtime.poller import ChangePoller
 
 log = logging.getLogger(__name__)
+
+SOCKETIO_PATH = "/socket.io/"
+
+
+def client_manager(config):
+    """python-socketio's Redis manager when ``REDIS_URL`` is set, else the in-process default (None).
+
+    With Redis, an emit that is not marked local (``ignore_queue``) reaches the
+    sockets of every process on the same Redis: emits from other nodes or from
+    an external process (``socketio.RedisManager(url, write_only=True)``), and
+    disconnects of sockets held elsewhere. The change feed does not go through
+    it: every process reads the change log itself and emits locally.
+    """
+    url = config["REDIS_URL"]
+    if not url:
+        return None
+    return socketio.RedisManager(url, channel=config["REDIS_CHANNEL"])
 
 
 class Realtime:
@@ -19,6 +41,7 @@ class Realtime:
         config = app.config
         self.sio = socketio.Server(
             async_mode="gevent",
+            client_manager=client_manager(config),
             cors_allowed_origins=config["CORS_ALLOWED_ORIGINS"],
             # Events of one socket run in arrival order (subscribe before unsubscribe).
             async_handlers=False,
@@ -27,15 +50,38 @@ class Realtime:
             logger=False,
             engineio_logger=False,
         )
+        self.draining = False
         self.poller = ChangePoller(app, self.sio, FanOut(self.sio))
         self.expiry = TokenExpiryWatch(self.sio)
+        self.backlog = BacklogWatch(self.sio, config["SOCKET_MAX_BACKLOG"])
         for namespace in namespaces_for(config, self.poller, self.expiry):
             self.sio.register_namespace(namespace)
-        self._background = [self.poller, self.expiry]
+        self._background = [self.poller, self.expiry, self.backlog]
+        self.listener = None
+        if config["CHANGE_NOTIFY"]:
+            self.listener = _change_listener(app, self.sio, self.poller)
+            self._background.append(self.listener)
 
     def add_background(self, worker):
         """Run ``worker`` (an object with ``start()``/``stop()``) with the others."""
         self._background.append(worker)
+
+    def wsgi_app(self, flask_wsgi_app):
+        """The WSGI application: Socket.IO under ``/socket.io/``, Flask for the rest.
+
+        While draining, new Socket.IO connections are answered 503, so a client
+        retries (and reaches another worker or node) instead of settling here.
+        """
+        sio_app = socketio.WSGIApp(self.sio, flask_wsgi_app, socketio_path=SOCKETIO_PATH.strip("/"))
+
+        def app(environ, start_response):
+            if self.draining and _is_new_socket(environ):
+                body = json.dumps(AppError(errors.UNAVAILABLE, "server is shutting down").to_dict()).encode()
+                start_response("503 Service Unavailable", [("Content-Type", "application/json"), ("Retry-After", "1")])
+                return [body]
+            return sio_app(environ, start_response)
+
+        return app
 
     def start(self):
         """Start the background work of this process."""
@@ -47,3 +93,31 @@ class Realtime:
         """Stop the background work of this process."""
         for worker in self._background:
             worker.stop()
+
+    def drain(self):
+        """Shutting down: refuse new sockets, close the open ones so their clients reconnect elsewhere, stop."""
+        if self.draining:
+            return
+        self.draining = True
+        sockets = list(self.sio.eio.sockets.values())
+        log.info("draining: closing %d sockets", len(sockets))
+        for socket in sockets:
+            # Drop the transport without a Socket.IO or Engine.IO close packet:
+            # clients (socket.io-client and python-socketio alike) take that as a
+            # lost connection and reconnect by themselves; after a close packet
+            # python-socketio would not.
+            socket.close(wait=False, abort=True, reason=self.sio.eio.reason.TRANSPORT_CLOSE)
+        self.stop()
+
+
+def _is_new_socket(environ):
+    return environ.get("PATH_INFO", "").startswith(SOCKETIO_PATH) and "sid=" not in environ.get("QUERY_STRING", "")
+
+
+def _change_listener(app, sio, poller):
+    from app.realtime.listener import ChangeListener, listener_dsn
+
+    with app.app_context():
+        url = db.engine.url
+    connect_args = app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("connect_args", {})
+    return ChangeListener(sio, listener_dsn(url, connect_args), poller.wake, app.config["POLL_MAX_BACKOFF"])

@@ -4,16 +4,19 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from blinker import Namespace
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, tuple_
 
 from app.extensions import db
-from app.models import CHANGE_DASHBOARD, ChangeLog, Entity
+from app.models import CHANGE_DASHBOARD, ChangeLog, Entity, MetricValue
 
 _signals = Namespace()
 
 #: Sent after a transaction that appended to the change log has committed, so
 #: that a local poller can look at once instead of at its next tick.
 change_committed = _signals.signal("change-committed")
+
+#: PostgreSQL channel of the change log's NOTIFY (migration 0002 sends on it).
+NOTIFY_CHANNEL = "analytics_change_log"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,30 @@ def fetch_changes(after_seq, missing_seqs, limit):
 def latest_seq():
     """Return the highest ``seq`` in the change log, 0 when it is empty."""
     return db.session.scalar(select(db.func.max(ChangeLog.seq))) or 0
+
+
+def missing_below(head, window):
+    """Return the seqs in ``(head - window, head]`` that no committed row holds.
+
+    On PostgreSQL a transaction that took its seq before ``head`` was written may
+    still commit: a poller starting at ``head`` waits for these like any gap.
+    """
+    floor = max(head - window, 0)
+    present = set(db.session.scalars(select(ChangeLog.seq).where(ChangeLog.seq > floor, ChangeLog.seq <= head)))
+    return [seq for seq in range(floor + 1, head + 1) if seq not in present]
+
+
+def current_seqs(keys):
+    """Map each ``(tenant_id, entity_id, metric_name)`` in ``keys`` to the seq of its current value."""
+    if not keys:
+        return {}
+    key = tuple_(MetricValue.tenant_id, MetricValue.entity_id, MetricValue.metric_name)
+    rows = db.session.execute(
+        select(MetricValue.tenant_id, MetricValue.entity_id, MetricValue.metric_name, MetricValue.seq).where(
+            key.in_(sorted(keys))
+        )
+    )
+    return {(tenant, entity, metric): seq for tenant, entity, metric, seq in rows}
 
 
 def entities_using(dashboard_ids):

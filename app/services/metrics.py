@@ -87,7 +87,9 @@ def record_metrics(tenant_id, points):
                 "value": p.value,
                 "recorded_at": p.recorded_at,
             }
-            for p in points
+            # In key order, so that concurrent batches lock metric_values rows in one
+            # order and never deadlock on PostgreSQL; stable, so a metric given twice keeps its last value.
+            for p in sorted(points, key=lambda p: (p.entity_id, p.metric_name))
         ]
         seqs = session.scalars(insert(ChangeLog).returning(ChangeLog.seq, sort_by_parameter_order=True), rows).all()
     change_committed.send()

@@ -1,0 +1,38 @@
+"""Disconnecting sockets that stopped reading, so their backlog stays bounded."""
+
+import logging
+
+from app.background import BackgroundLoop
+
+log = logging.getLogger(__name__)
+
+
+class BacklogWatch(BackgroundLoop):
+    """Every ``interval`` seconds, closes the sockets with more than ``limit`` packets queued.
+
+    A socket's packets wait in its own queue while its writer is blocked on a
+    client that does not read; other sockets are not held up, but that queue
+    would grow without bound. Closing the socket takes it out of its rooms at
+    once, so nothing more is queued for it; the client reconnects and gets a
+    fresh ``dashboard:initial`` when it reads again.
+    """
+
+    def __init__(self, sio, limit, interval=1.0):
+        super().__init__(sio, interval)
+        self._limit = limit
+        self.disconnected = 0
+
+    def step(self):
+        """Close every socket over the limit."""
+        eio = self._sio.eio
+        for sid, socket in list(eio.sockets.items()):
+            queued = socket.queue.qsize()
+            if queued <= self._limit or socket.closed:
+                continue
+            log.warning(
+                "socket %s is not reading (%d packets queued, limit %d); disconnecting", sid, queued, self._limit
+            )
+            # abort: do not wait for the queue to drain, it never would.
+            socket.close(wait=False, abort=True, reason=eio.reason.SERVER_DISCONNECT)
+            eio.sockets.pop(sid, None)
+            self.disconnected += 1
