@@ -11,6 +11,8 @@ import logging
 import gevent
 import redis
 from flask import Blueprint, current_app
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import text
 
 from app import errors
@@ -61,5 +63,7 @@ def _ping_database():
 
 
 def _ping_redis(url, timeout):
-    with redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout) as client:
+    # No retries: the probe reports the state now; the caller asks again.
+    no_retry = Retry(NoBackoff(), 0)
+    with redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=no_retry) as client:
         client.ping()

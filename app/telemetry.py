@@ -12,16 +12,8 @@ import time
 from datetime import UTC
 
 from flask import Blueprint, Response, current_app, g, request
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.exposition import choose_encoder
 
 from app.background import BackgroundLoop
 
@@ -155,13 +147,15 @@ bp = Blueprint("telemetry", __name__)
 
 @bp.get("/metrics")
 def metrics():
-    """Prometheus text format: of every worker in multi-process mode, else of this process."""
+    """Prometheus text format (or OpenMetrics, when the scraper asks for it): of every worker in
+    multi-process mode, else of this process."""
     directory = current_app.config["PROMETHEUS_MULTIPROC_DIR"]
     registry = REGISTRY
     if directory:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=directory)
-    return Response(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    encode, content_type = choose_encoder(request.headers.get("Accept"))
+    return Response(encode(registry), headers={"Content-Type": content_type})
 
 
 def _start_timer():
