@@ -1,6 +1,8 @@
 """gunicorn settings, read from the environment; no application logic here."""
 
 import os
+import shutil
+import tempfile
 
 
 def _env(name, default):
@@ -23,6 +25,54 @@ accesslog = _env("ACCESS_LOG", None)
 errorlog = "-"
 # gunicorn 27's control socket under ~/.gunicorn is shared by every instance on the machine.
 control_socket_disable = True
+
+# Observability. prometheus_client reads PROMETHEUS_MULTIPROC_DIR when a worker first imports it:
+# set it here, in the master, before any worker starts. The default is a directory of this server's own.
+_METRICS_DIR_PREFIX = "analytics-svc-metrics-"
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip():
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(tempfile.gettempdir(), f"{_METRICS_DIR_PREFIX}{os.getpid()}")
+
+
+def on_starting(_server):
+    """Start from empty metrics: remove the files a previous run left in the metrics directory."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
+
+
+def child_exit(_server, worker):
+    """Drop a dead worker's live gauges (sockets, subscriptions) from the sums /metrics reports."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(_server):
+    """Remove the metrics directory when it is the default one made for this server."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    if os.path.basename(directory).startswith(_METRICS_DIR_PREFIX):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# LOG_FORMAT=json: gunicorn's own lines are JSON too, with the fields the application's lines have.
+if _env("LOG_FORMAT", "text").lower() == "json":
+    logconfig_dict = {
+        "root": {"level": loglevel.upper(), "handlers": []},  # the application installs its own handler
+        "loggers": {
+            "gunicorn.error": {"level": loglevel.upper(), "handlers": ["json"], "propagate": False},
+        },
+        "handlers": {"json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "formatters": {
+            "json": {
+                "()": "pythonjsonlogger.json.JsonFormatter",
+                "fmt": "%(levelname)s %(name)s %(process)d %(message)s",
+                "rename_fields": {"levelname": "level", "name": "logger"},
+                "timestamp": True,
+            }
+        },
+    }
 
 
 def post_worker_init(worker):

@@ -1,6 +1,5 @@
 """analytics-svc: real-time analytics dashboards over Socket.IO."""
 
-import logging
 from pathlib import Path
 
 from flask import Flask
@@ -8,6 +7,7 @@ from flask import Flask
 from app.config import load_config
 from app.database import configure_engine
 from app.extensions import db, migrate
+from app.logs import RequestIdMiddleware, configure_logging
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,7 +23,7 @@ def create_app(config=None):
     app.config.from_mapping(load_config(app.instance_path))
     if config:
         app.config.from_mapping(config)
-    logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
@@ -37,6 +37,7 @@ def create_app(config=None):
     from app.health import bp as health_bp
     from app.realtime.server import Realtime
     from app.site import bp as site_bp
+    from app.telemetry import init_telemetry
 
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     app.register_blueprint(health_bp)
@@ -48,5 +49,6 @@ def create_app(config=None):
     if app.config["SIMULATOR"]:
         realtime.add_background(MetricSimulator(app, realtime.sio))
     app.extensions["realtime"] = realtime
-    app.wsgi_app = realtime.wsgi_app(app.wsgi_app)
+    init_telemetry(app, realtime)
+    app.wsgi_app = RequestIdMiddleware(realtime.wsgi_app(app.wsgi_app))
     return app

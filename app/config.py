@@ -67,6 +67,14 @@ def env_list(name, default):
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def env_choice(name, default, choices):
+    """Return the variable lower-cased; raise ``ValueError`` naming it when it is not one of ``choices``."""
+    value = env_str(name, default).lower()
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def _read_public_key():
     key = env_str("JWT_PUBLIC_KEY")
     path = env_str("JWT_PUBLIC_KEY_FILE")
@@ -133,6 +141,10 @@ def load_config(instance_path):
         "REDIS_URL": env_str("REDIS_URL"),
         "REDIS_CHANNEL": env_str("REDIS_CHANNEL", "analytics-svc"),
         "LOG_LEVEL": env_str("LOG_LEVEL", "INFO").upper(),
+        # Observability
+        "LOG_FORMAT": env_choice("LOG_FORMAT", "text", ("text", "json")),
+        "PROMETHEUS_MULTIPROC_DIR": env_str("PROMETHEUS_MULTIPROC_DIR"),
+        "READINESS_TIMEOUT": env_float("READINESS_TIMEOUT", 2.0, minimum=0.1),
         # Authentication
         "JWT_SECRET": secret,
         "JWT_PUBLIC_KEY": public_key,

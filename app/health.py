@@ -1,13 +1,25 @@
-"""Liveness with database reachability."""
+"""Liveness (``/healthz``) and readiness (``/readyz``).
+
+Liveness answers whether this process should be restarted: it checks nothing outside the
+process, so a database outage never makes an orchestrator restart every healthy worker.
+Readiness answers whether the process should get traffic: the database must answer, and
+Redis too when ``REDIS_URL`` is set, and the process must not be shutting down. Each
+check is bounded by ``READINESS_TIMEOUT``.
+"""
 
 import logging
 
-from flask import Blueprint
+import gevent
+import redis
+from flask import Blueprint, current_app
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import text
 
 from app import errors
 from app.errors import AppError
 from app.extensions import db
+from app.telemetry import count_error
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
@@ -15,10 +27,46 @@ log = logging.getLogger(__name__)
 
 @bp.get("/healthz")
 def healthz():
-    """200 with ``{"status": "ok", "database": "ok"}``, or 503 (ANALYTICS_1300) when the database does not answer."""
+    """200 ``{"status": "ok", "checks": {"process": "ok"}}`` whenever the process serves requests."""
+    return {"status": "ok", "checks": {"process": "ok"}}
+
+
+@bp.get("/readyz")
+def readyz():
+    """200 with every check ``ok``, or 503 (ANALYTICS_1300) naming the dependencies that do not answer."""
+    timeout = current_app.config["READINESS_TIMEOUT"]
+    checks = {"database": _check("database", _ping_database, timeout)}
+    redis_url = current_app.config.get("REDIS_URL")
+    if redis_url:
+        checks["redis"] = _check("redis", lambda: _ping_redis(redis_url, timeout), timeout)
+    if current_app.extensions["realtime"].draining:
+        checks["process"] = "shutting down"
+    failed = [name for name, state in checks.items() if state != "ok"]
+    if not failed:
+        return {"status": "ok", "checks": checks}
+    error = AppError(errors.UNAVAILABLE, f"service unavailable: {', '.join(failed)} not ready")
+    count_error(error.error.code, "http")
+    return {"status": "unavailable", "checks": checks, **error.to_dict()}, 503
+
+
+def _check(name, ping, timeout):
+    """Run ``ping`` within ``timeout`` seconds: ``"ok"``, or ``"unreachable"`` (logged) when it fails or hangs."""
     try:
-        db.session.execute(text("SELECT 1"))
-    except Exception:
-        log.exception("health check: database unreachable")
-        return {"status": "degraded", "database": "unreachable", **AppError(errors.UNAVAILABLE).to_dict()}, 503
-    return {"status": "ok", "database": "ok"}
+        with gevent.Timeout(timeout):
+            ping()
+    except (Exception, gevent.Timeout) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log.warning("readiness: %s unreachable: %s", name, reason)
+        return "unreachable"
+    return "ok"
+
+
+def _ping_database():
+    db.session.execute(text("SELECT 1"))
+
+
+def _ping_redis(url, timeout):
+    # No retries: the probe reports the state now; the caller asks again.
+    no_retry = Retry(NoBackoff(), 0)
+    with redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=no_retry) as client:
+        client.ping()

@@ -327,16 +327,20 @@ class RecordingClient:
 
     EVENTS = ("dashboard:initial", "metric:update", "dashboard:update", "error")
 
-    def __init__(self, namespace="/dashboard"):
+    def __init__(self, namespace="/dashboard", reconnecting=False):
         self.namespace = namespace
-        self.client = socketio.Client(reconnection=False)
+        # reconnecting: like the seed's client, reconnect by itself and subscribe again on every connect.
+        self.client = socketio.Client(reconnection=reconnecting, reconnection_delay=0.2, reconnection_delay_max=1)
         self._record_in_wire_order()
         self.events = []
         self.connect_errors = []
         self.disconnects = []
+        self.connects = 0
+        self.subscriptions = {}
         self._cond = threading.Condition()
         for name in self.EVENTS:
             self.client.on(name, self._recorder(name), namespace=namespace)
+        self.client.on("connect", self._record_connect, namespace=namespace)
         self.client.on("connect_error", self._record_connect_error, namespace=namespace)
         self.client.on("disconnect", self._record_disconnect, namespace=namespace)
 
@@ -364,6 +368,15 @@ class RecordingClient:
                 self._cond.notify_all()
 
         return record
+
+    def _record_connect(self):
+        with self._cond:
+            self.connects += 1
+            again = self.connects > 1
+            self._cond.notify_all()
+        if again:
+            for entity_id, entity_type in list(self.subscriptions.items()):
+                self.emit("subscribe", {"entityId": entity_id, "entityType": entity_type})
 
     def _record_connect_error(self, data=None):
         with self._cond:
@@ -397,6 +410,7 @@ class RecordingClient:
     def subscribe(self, entity_id, entity_type="event"):
         """Subscribe and return the ``dashboard:initial`` for that entity."""
         mark = len(self.events)
+        self.subscriptions[entity_id] = entity_type
         self.emit("subscribe", {"entityId": entity_id, "entityType": entity_type})
         return self.wait_for("dashboard:initial", lambda d: d["entityId"] == entity_id, after=mark)
 

@@ -89,10 +89,10 @@ def api_with(live_server, tenant):
 # --- health and routing --------------------------------------------------------------------------------------------
 
 
-def test_healthz_reports_ok_with_database(live_server):
+def test_healthz_is_liveness_only(live_server):
     response = send(live_server, "GET", "/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok"}
+    assert response.json() == {"status": "ok", "checks": {"process": "ok"}}
 
 
 @pytest.mark.parametrize("path", ["/api/v1/nothing-here", "/nothing-here", "/api/v1/dashboards/not-a-number"])
@@ -320,8 +320,8 @@ def test_ingest_bare_list(admin_api, entity):
     assert result["accepted"] == 2
     current = metrics_of(admin_api, entity_id)
     assert {name: m["value"] for name, m in current.items()} == {"ticketsSold": 1.0, "revenue": 45.5}
-    assert current["revenue"]["seq"] == result["lastSeq"]
-    assert current["ticketsSold"]["seq"] < result["lastSeq"]
+    assert max(m["seq"] for m in current.values()) == result["lastSeq"]
+    assert min(m["seq"] for m in current.values()) < result["lastSeq"]
 
 
 def test_ingest_metrics_envelope_and_latest_value_wins(admin_api, entity):
@@ -338,7 +338,8 @@ def test_ingest_metrics_envelope_and_latest_value_wins(admin_api, entity):
     metrics = response["metrics"]
     assert metrics["ticketsSold"]["value"] == 10.0
     assert metrics["ticketsSold"]["seq"] == second["lastSeq"]
-    assert metrics["checkIns"] == {"value": 3.0, "seq": first["lastSeq"], "timestamp": metrics["checkIns"]["timestamp"]}
+    assert metrics["checkIns"]["value"] == 3.0
+    assert metrics["checkIns"]["seq"] <= first["lastSeq"]  # lastSeq is the highest seq of the batch
     for metric in metrics.values():
         assert set(metric) == {"value", "timestamp", "seq"}
         assert metric["timestamp"].endswith("Z")

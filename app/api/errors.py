@@ -7,6 +7,7 @@ from werkzeug.exceptions import HTTPException
 
 from app import errors
 from app.errors import AppError
+from app.telemetry import count_error
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,7 @@ _HTTP_TO_ERROR = {
 
 def error_response(exc):
     """Return the JSON response for an :class:`AppError`."""
+    count_error(exc.error.code, "http")
     response = jsonify(exc.to_dict())
     response.status_code = exc.status
     if exc.status == 401:

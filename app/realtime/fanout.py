@@ -3,6 +3,7 @@
 import logging
 
 from app.realtime.rooms import DASHBOARD_NAMESPACE, UPDATES_NAMESPACE, room_for
+from app.telemetry import observe_change_age
 from app.validation import iso_utc
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class FanOut:
             "seq": change.seq,
         }
         self._sio.emit("metric:update", data, to=room, namespace=DASHBOARD_NAMESPACE, ignore_queue=True)
+        observe_change_age(change.recorded_at)
 
     def dashboard(self, change, users):
         """Send a layout change to the rooms of the tenant's entities in ``users``, on both namespaces.

@@ -14,7 +14,9 @@ from limits.strategies import MovingWindowRateLimiter
 from app import errors
 from app.auth import verify_token
 from app.errors import AppError
+from app.logs import socket_context
 from app.realtime.rooms import DASHBOARD_NAMESPACE, UPDATES_NAMESPACE, room_for
+from app.telemetry import count_error
 from app.validation import require_choice, require_id, require_object
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,11 @@ class EntityNamespace(socketio.Namespace):
         self._rate = parse_rate(config["SOCKET_RATE_LIMIT"])
 
     def trigger_event(self, event, *args):
+        """Route an event with the socket's ``sid`` and namespace on every log line it causes."""
+        with socket_context(args[0], self.namespace):
+            return self._route_event(event, *args)
+
+    def _route_event(self, event, *args):
         """Route an event; answer bad input and failures with ``error`` and keep the connection."""
         sid, payload = args[0], args[1:]
         # python-socketio also routes client EVENT packets named "connect" or
@@ -55,6 +62,8 @@ class EntityNamespace(socketio.Namespace):
         except Exception:
             log.exception("event %r from %s failed", event, sid)
             body = AppError(errors.INTERNAL).to_dict()
+        level = logging.DEBUG if body["code"] == errors.RATE_LIMITED.code else logging.INFO  # a flood logs nothing
+        log.log(level, "event %r answered with error %s: %s", str(event)[:64], body["code"], body["message"])
         self.emit("error", body, to=sid, ignore_queue=True)
         return {"ok": False, "error": body}
 
@@ -64,6 +73,8 @@ class EntityNamespace(socketio.Namespace):
         try:
             principal = verify_token(token, self._config)
         except AppError as exc:
+            count_error(exc.error.code, "connect")
+            log.info("connection refused with %s: %s", exc.error.code, exc.message)
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_dict()) from None
         self.save_session(sid, {"tenant_id": principal.tenant_id, "subject": principal.subject})
         self._expiry.watch(sid, self.namespace, principal.expires_at)

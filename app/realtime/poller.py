@@ -29,6 +29,7 @@ from app.models import CHANGE_DASHBOARD, CHANGE_METRIC
 from app.realtime.rooms import room_for
 from app.services import changes as change_log
 from app.services.entities import entity_snapshot
+from app.telemetry import POLL_FAILURES, observe_poll
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class ChangePoller:
                 backoff = 0.0
             except Exception:
                 backoff = min(max(backoff * 2, self._interval, 0.05), self._max_backoff)
+                POLL_FAILURES.inc()
                 log.exception("change poll failed; retrying in %.2fs", backoff)
                 self._sio.sleep(backoff)
                 continue
@@ -110,10 +112,12 @@ class ChangePoller:
 
     def tick(self):
         """Read and deliver one batch of changes; return True when more are waiting."""
+        started = time.perf_counter()
         with self._lock, self._app.app_context():
             with consistent_read():
                 batch = self._read()
             self._deliver(batch)
+        observe_poll(time.perf_counter() - started, len(batch.changes))
         return batch.full
 
     def subscribe(self, sid, namespace, tenant_id, entity_id, entity_type):

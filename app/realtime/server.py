@@ -13,6 +13,7 @@ from app.realtime.expiry import TokenExpiryWatch
 from app.realtime.fanout import FanOut
 from app.realtime.namespaces import namespaces_for
 from app.realtime.poller import ChangePoller
+from app.telemetry import observe_notification_lag
 
 log = logging.getLogger(__name__)
 
@@ -120,4 +121,6 @@ def _change_listener(app, sio, poller):
     with app.app_context():
         url = db.engine.url
     connect_args = app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("connect_args", {})
-    return ChangeListener(sio, listener_dsn(url, connect_args), poller.wake, app.config["POLL_MAX_BACKOFF"])
+    return ChangeListener(
+        sio, listener_dsn(url, connect_args), poller.wake, app.config["POLL_MAX_BACKOFF"], observe_notification_lag
+    )

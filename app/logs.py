@@ -1,0 +1,102 @@
+"""Logging: plain text or JSON lines, each carrying the request id or socket id it was logged under.
+
+The ids live in context variables. gevent runs every request and every websocket in a
+greenlet of its own, and each greenlet has its own context, so concurrent requests never
+see each other's ids; a greenlet started in the background starts with none.
+"""
+
+import logging
+import re
+import uuid
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from pythonjsonlogger.json import JsonFormatter
+
+#: What an incoming X-Request-ID may look like to be kept; anything else gets a fresh id.
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+CONTEXT_FIELDS = ("request_id", "sid", "namespace")
+
+_request_id = ContextVar("request_id", default=None)
+_socket = ContextVar("socket", default=(None, None))
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Field names of a JSON line; gunicorn.conf.py formats gunicorn's own lines the same way.
+JSON_FIELDS = "%(levelname)s %(name)s %(process)d %(message)s"
+JSON_RENAMES = {"levelname": "level", "name": "logger"}
+
+
+class _ContextFilter(logging.Filter):
+    """Adds ``request_id``, ``sid`` and ``namespace`` to a record when they are known."""
+
+    def filter(self, record):
+        sid, namespace = _socket.get()
+        for name, value in zip(CONTEXT_FIELDS, (_request_id.get(), sid, namespace), strict=True):
+            if value is not None and not hasattr(record, name):
+                setattr(record, name, value)
+        return True
+
+
+class _TextFormatter(logging.Formatter):
+    """The plain format, with ``[request_id=... sid=... namespace=...]`` at the end when known."""
+
+    def formatMessage(self, record):
+        line = super().formatMessage(record)
+        context = " ".join(f"{name}={getattr(record, name)}" for name in CONTEXT_FIELDS if hasattr(record, name))
+        return f"{line} [{context}]" if context else line
+
+
+def configure_logging(level, log_format):
+    """Send every log record to standard error, as ``text`` or ``json`` lines, at ``level``."""
+    if log_format == "json":
+        formatter = JsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMES, timestamp=True)
+    else:
+        formatter = _TextFormatter(TEXT_FORMAT)
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter)
+    handler.addFilter(_ContextFilter())
+    handler.analytics_svc = True
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "analytics_svc", False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+@contextmanager
+def socket_context(sid, namespace):
+    """Log the block's records with ``sid`` and ``namespace``."""
+    token = _socket.set((sid, namespace))
+    try:
+        yield
+    finally:
+        _socket.reset(token)
+
+
+def request_id_of(header_value):
+    """The incoming ``X-Request-ID`` when it is short and safe to log, else a new random id."""
+    if header_value and REQUEST_ID_PATTERN.fullmatch(header_value):
+        return header_value
+    return uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    """Gives every HTTP request an id: logged on each of its lines and returned as ``X-Request-ID``.
+
+    It wraps the whole WSGI app, Socket.IO transport requests included. The id stays set
+    in the request's greenlet after the response, so the server's access line carries it too.
+    """
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        request_id = request_id_of(environ.get("HTTP_X_REQUEST_ID"))
+        environ["HTTP_X_REQUEST_ID"] = request_id
+        _request_id.set(request_id)
+
+        def start_with_id(status, headers, exc_info=None):
+            headers.append(("X-Request-ID", request_id))
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, start_with_id)

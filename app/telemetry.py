@@ -1,0 +1,183 @@
+"""Prometheus metrics: every metric of the service, the helpers that record them, and ``GET /metrics``.
+
+The metrics live in prometheus_client's process-wide registry, as its documentation
+recommends. Under gunicorn, ``gunicorn.conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` before
+any worker imports prometheus_client: each worker then writes its values to files in that
+directory and ``/metrics``, whichever worker answers it, reports the sum over all workers
+(gauges over the live workers only). Without the variable (``flask`` CLI, one process)
+``/metrics`` reports the process itself.
+"""
+
+import time
+from datetime import UTC
+
+from flask import Blueprint, Response, current_app, g, request
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.exposition import choose_encoder
+
+from app.background import BackgroundLoop
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: How often each worker counts its sockets and subscriptions.
+SOCKET_SAMPLE_INTERVAL = 1.0
+
+SOCKETS = Gauge(
+    "analytics_socketio_connected_sockets",
+    "Sockets connected, per namespace.",
+    ["namespace"],
+    multiprocess_mode="livesum",
+)
+SUBSCRIPTIONS = Gauge(
+    "analytics_socketio_subscriptions",
+    "Entity subscriptions (socket and entity pairs), per namespace.",
+    ["namespace"],
+    multiprocess_mode="livesum",
+)
+EMITS = Counter(
+    "analytics_socketio_emits_total",
+    "Socket.IO emits by the server (one per emit call, whatever the number of recipients), per event.",
+    ["namespace", "event"],
+)
+ERRORS = Counter(
+    "analytics_errors_total",
+    "Errors answered to clients, by catalogue code and by where: http (REST and health answers), "
+    "socket (error events) or connect (refused Socket.IO connections).",
+    ["code", "source"],
+)
+HTTP_REQUESTS = Counter(
+    "analytics_http_requests_total",
+    "HTTP requests answered by the Flask app (not Socket.IO transport requests).",
+    ["method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "analytics_http_request_duration_seconds",
+    "Time from the start of request handling to the response, by route template.",
+    ["method", "route", "status"],
+)
+POLL_DURATION = Histogram(
+    "analytics_poll_duration_seconds",
+    "Duration of one change-poller tick (read the change log and emit what it found).",
+    buckets=_LATENCY_BUCKETS,
+)
+POLL_ROWS = Histogram(
+    "analytics_poll_rows",
+    "Change-log rows read per poller tick.",
+    buckets=(0, 1, 5, 10, 50, 100, 500, 1000, 5000, 10000),
+)
+POLL_FAILURES = Counter("analytics_poll_failures_total", "Poller ticks that failed (for example, database down).")
+NOTIFICATION_LAG = Histogram(
+    "analytics_notification_lag_seconds",
+    "Delay between a change-feed notification being sent and being received by a worker.",
+    buckets=_LATENCY_BUCKETS,
+)
+CHANGE_AGE = Histogram(
+    "analytics_change_age_at_emit_seconds",
+    "Age of a metric change when it is emitted: emit time minus the change's recorded_at "
+    "(the writer's own timestamp when it gave one).",
+    buckets=(*_LATENCY_BUCKETS, 30.0, 60.0, 300.0),
+)
+
+
+def count_error(code, source):
+    """Count one error answered to a client: ``source`` is ``http``, ``socket`` or ``connect``."""
+    ERRORS.labels(code, source).inc()
+
+
+def observe_poll(seconds, rows):
+    """Record one poller tick: how long it took and how many change-log rows it read."""
+    POLL_DURATION.observe(seconds)
+    POLL_ROWS.observe(rows)
+
+
+def observe_notification_lag(seconds):
+    """Record the delay of one change-feed notification (e.g. PostgreSQL NOTIFY to LISTEN)."""
+    NOTIFICATION_LAG.observe(max(seconds, 0.0))
+
+
+def observe_change_age(recorded_at):
+    """Record how old a change is at emit time; naive datetimes are taken as UTC."""
+    if recorded_at.tzinfo is None:
+        recorded_at = recorded_at.replace(tzinfo=UTC)
+    CHANGE_AGE.observe(max(time.time() - recorded_at.timestamp(), 0.0))
+
+
+class SocketSampler(BackgroundLoop):
+    """Sets the socket and subscription gauges of this worker from the Socket.IO manager's rooms.
+
+    Sampling reads the rooms python-socketio keeps anyway, so connect, disconnect,
+    subscribe and unsubscribe carry no bookkeeping of their own and the gauges cannot drift.
+    """
+
+    def __init__(self, sio, interval=SOCKET_SAMPLE_INTERVAL):
+        super().__init__(sio, interval)
+
+    def step(self):
+        """Count the sockets and subscriptions of every registered namespace."""
+        for namespace in self._sio.namespace_handlers:
+            rooms = self._sio.manager.rooms.get(namespace, {})
+            connected = rooms.get(None, {})
+            # Every socket is alone in a room named after its sid; the other rooms are entities.
+            subscriptions = sum(
+                len(members) for room, members in rooms.items() if room is not None and room not in connected
+            )
+            SOCKETS.labels(namespace).set(len(connected))
+            SUBSCRIPTIONS.labels(namespace).set(subscriptions)
+
+
+def _count_emits(sio):
+    """Wrap ``sio.emit`` so that every emit, from a namespace or from background work, is counted.
+
+    ``Namespace.emit`` and the poller both go through ``Server.emit``; an ``error`` event
+    also counts as an error with its catalogue code.
+    """
+    emit = sio.emit
+
+    def counted_emit(event, data=None, *args, namespace=None, **kwargs):
+        EMITS.labels(namespace or "/", event).inc()
+        if event == "error" and isinstance(data, dict) and "code" in data:
+            count_error(data["code"], "socket")
+        return emit(event, data, *args, namespace=namespace, **kwargs)
+
+    sio.emit = counted_emit
+
+
+bp = Blueprint("telemetry", __name__)
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus text format (or OpenMetrics, when the scraper asks for it): of every worker in
+    multi-process mode, else of this process."""
+    directory = current_app.config["PROMETHEUS_MULTIPROC_DIR"]
+    registry = REGISTRY
+    if directory:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)
+    encode, content_type = choose_encoder(request.headers.get("Accept"))
+    return Response(encode(registry), headers={"Content-Type": content_type})
+
+
+def _start_timer():
+    g.telemetry_started = time.perf_counter()
+
+
+def _count_request(response):
+    # The route template ("/api/v1/entities/<entity_id>"), never the raw path, bounds the label values.
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    method = request.method if request.method in _HTTP_METHODS else "other"
+    status = str(response.status_code)
+    HTTP_REQUESTS.labels(method, route, status).inc()
+    started = g.get("telemetry_started")
+    if started is not None:
+        HTTP_DURATION.labels(method, route, status).observe(time.perf_counter() - started)
+    return response
+
+
+def init_telemetry(app, realtime):
+    """Serve ``/metrics``, count HTTP requests, emits and socket errors, and sample socket gauges."""
+    app.register_blueprint(bp)
+    app.before_request(_start_timer)
+    app.after_request(_count_request)
+    _count_emits(realtime.sio)
+    realtime.add_background(SocketSampler(realtime.sio))

@@ -1,0 +1,310 @@
+"""Production shape: PostgreSQL with NOTIFY, several workers on several nodes, with and without Redis, and faults.
+
+Every test ends the same way: each client's view (its last ``dashboard:initial`` overlaid with the updates after
+it) equals the database, and no client got any change twice.
+"""
+
+import json
+import os
+import signal
+import socket
+import time
+
+import psutil
+import pytest
+import redis
+import socketio
+import websocket
+
+from app.realtime.rooms import room_for
+from tests.proxy import TcpProxy
+from tests.support import (
+    DEFAULT_TIMEOUT,
+    REDIS_URL,
+    Api,
+    Database,
+    RecordingClient,
+    database_url_for,
+    mint_token,
+    require_service,
+    running_server,
+    unique,
+)
+
+ENTITY = "event-1"
+
+
+def require_redis():
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        require_service("Redis", False, f"{REDIS_URL}: {exc}")
+
+
+def setup_tenant(server):
+    """A tenant with one event on a dashboard: ``(tenant, admin Api)``."""
+    tenant = unique("tenant")
+    api = Api(server.url, mint_token(tenant, roles=("admin", "ingest")))
+    api.put_entity(ENTITY, "event", api.create_dashboard()["id"])
+    return tenant, api
+
+
+def connect_clients(servers, tenant, per_server, reconnecting=False):
+    clients = []
+    for server in servers:
+        for _ in range(per_server):
+            client = RecordingClient(reconnecting=reconnecting).connect(server.url, mint_token(tenant))
+            client.subscribe(ENTITY)
+            clients.append(client)
+    return clients
+
+
+def view(client):
+    """The client's current values: its last snapshot overlaid with the updates received after it."""
+    values = {}
+    for name, data in list(client.events):
+        if name == "dashboard:initial":
+            values = dict(data["metrics"])
+        elif name == "metric:update":
+            values[data["metricName"]] = data["value"]
+    return values
+
+
+def database_values(database, tenant):
+    rows = database.execute("SELECT metric_name, value FROM metric_values WHERE tenant_id = ?", (tenant,))
+    return dict(rows)
+
+
+def assert_converged(clients, database, tenant, timeout=DEFAULT_TIMEOUT):
+    """Every client ends on the database's values and got no change twice."""
+    truth = database_values(database, tenant)
+    for client in clients:
+        client.wait_until(lambda c: view(c) == truth, timeout, what=f"values {truth}")
+        seqs = [update["seq"] for update in client.of("metric:update")]
+        assert len(seqs) == len(set(seqs)), f"a change delivered twice: {sorted(seqs)}"
+
+
+def disconnect_all(clients):
+    for client in clients:
+        client.client.reconnection = False
+        client.disconnect()
+
+
+def worker_pids(server):
+    return [child.pid for child in psutil.Process(server.proc.pid).children()]
+
+
+def sockets_held(pid, port):
+    """Established client connections a worker process holds on ``port``."""
+    connections = psutil.Process(pid).net_connections(kind="tcp")
+    return sum(1 for c in connections if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+
+
+def wait_for_log(server, text, timeout=DEFAULT_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while text not in server.log_tail(2000):
+        assert time.monotonic() < deadline, f"{text!r} not logged within {timeout}s:\n{server.log_tail()}"
+        time.sleep(0.05)
+
+
+# --- PostgreSQL NOTIFY ------------------------------------------------------------------------------------------
+
+
+def test_notify_delivers_direct_writes_at_once_and_a_dropped_listener_loses_nothing(tmp_path):
+    # A 30 s poll: whatever arrives sooner came through LISTEN/NOTIFY.
+    with running_server(tmp_path, "postgresql", POLL_INTERVAL="30", POLL_MAX_BACKOFF="0.2") as server:
+        tenant, _ = setup_tenant(server)
+        client = RecordingClient().connect(server.url, mint_token(tenant))
+        client.subscribe(ENTITY)
+        seq = server.insert_changes([(tenant, ENTITY, "ticketsSold", 1)])
+        assert client.wait_for("metric:update", timeout=5)["seq"] == seq
+
+        # Kill the listener's connection, write while it is gone: the reconnect reads what it missed.
+        database = server.database
+        killed = database.scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND starts_with(query, 'LISTEN')"
+        )
+        assert killed == 1
+        seq = server.insert_changes([(tenant, ENTITY, "ticketsSold", 2)])
+        wait_for_log(server, "change listener lost its connection")
+        assert client.wait_for("metric:update", lambda d: d["seq"] == seq, timeout=10)["value"] == 2.0
+        seq = server.insert_changes([(tenant, ENTITY, "ticketsSold", 3)])
+        assert client.wait_for("metric:update", lambda d: d["seq"] == seq, timeout=5)["value"] == 3.0
+        assert_converged([client], database, tenant)
+        client.disconnect()
+
+
+# --- Several workers on several nodes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_redis", [False, True], ids=["no-redis", "redis"])
+def test_two_nodes_of_two_workers_deliver_every_change_once(tmp_path, with_redis):
+    settings = {"WEB_CONCURRENCY": "2"}
+    if with_redis:
+        require_redis()
+        settings.update(REDIS_URL=REDIS_URL, REDIS_CHANNEL=unique("analytics-test"))
+    with (
+        database_url_for("postgresql", tmp_path) as url,
+        running_server(tmp_path / "a", DATABASE_URL=url, **settings) as a,
+        running_server(tmp_path / "b", DATABASE_URL=url, **settings) as b,
+    ):
+        tenant, api_a = setup_tenant(a)
+        api_b = Api(b.url, mint_token(tenant, roles=("admin", "ingest")))
+        clients = connect_clients((a, b), tenant, per_server=4)
+        try:
+            api_a.ingest((ENTITY, "ticketsSold", 1))
+            api_b.ingest((ENTITY, "revenue", 2))
+            a.insert_changes([(tenant, ENTITY, "checkIns", 3)])
+            fence = api_b.ingest((ENTITY, "ticketsSold", 4))["lastSeq"]
+            for client in clients:
+                client.wait_for("metric:update", lambda d, fence=fence: d["seq"] == fence)
+            assert_converged(clients, a.database, tenant)
+            assert all(len(c.of("metric:update")) == 4 for c in clients)
+
+            dashboard_id = api_a.call("GET", f"/entities/{ENTITY}", 200)["dashboardId"]
+            tile = {"title": "Queue", "metricName": "queueLength", "kind": "number"}
+            api_b.call("POST", f"/dashboards/{dashboard_id}/tiles", 201, json=tile)
+            for client in clients:
+                update = client.wait_for("dashboard:update")
+                assert (update["action"], update["tile"]["metricName"]) == ("added", "queueLength")
+
+            if with_redis:
+                # An emit from outside (another service on the same Redis) reaches the sockets of every process.
+                external = socketio.RedisManager(REDIS_URL, channel=settings["REDIS_CHANNEL"], write_only=True)
+                notice = {"entityId": ENTITY, "metricName": "announcement", "value": 1, "timestamp": None, "seq": 0}
+                external.emit("metric:update", notice, room=room_for(tenant, ENTITY), namespace="/dashboard")
+                for client in clients:
+                    client.wait_for("metric:update", lambda d: d["metricName"] == "announcement")
+            for client in clients:
+                assert len(client.of("dashboard:update")) == 1
+                assert len(client.of("metric:update")) == 4 + with_redis
+        finally:
+            disconnect_all(clients)
+
+
+# --- Faults ----------------------------------------------------------------------------------------------------
+
+
+def test_database_outage_keeps_sockets_and_delivers_what_was_committed_meanwhile(tmp_path):
+    with database_url_for("postgresql", tmp_path) as direct_url, TcpProxy("127.0.0.1", 5432) as proxy:
+        proxied_url = direct_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
+        with running_server(tmp_path, DATABASE_URL=proxied_url, POLL_MAX_BACKOFF="0.5") as server:
+            tenant, api = setup_tenant(server)
+            clients = connect_clients([server], tenant, per_server=3)
+            api.ingest((ENTITY, "ticketsSold", 1))
+            database = Database(direct_url)
+            assert_converged(clients, database, tenant)
+
+            proxy.cut()
+            wait_for_log(server, "change poll failed")
+            for value in range(2, 12):  # another writer still reaches the database
+                database.execute(
+                    "INSERT INTO change_log (tenant_id, entity_id, metric_name, value) VALUES (?, ?, ?, ?)",
+                    (tenant, ENTITY, "ticketsSold" if value % 2 else "revenue", value),
+                )
+            proxy.restore()
+
+            assert_converged(clients, database, tenant, timeout=20)
+            assert all(c.client.connected and not c.disconnects for c in clients)
+            disconnect_all(clients)
+
+
+def test_redis_outage_changes_nothing_for_the_change_feed_and_redis_comes_back(tmp_path):
+    require_redis()
+    host, port = REDIS_URL.split("//")[1].split("/")[0].split(":")
+    channel = unique("analytics-test")
+    with TcpProxy(host, int(port)) as proxy:
+        proxied = f"redis://127.0.0.1:{proxy.port}/0"
+        with running_server(tmp_path, "postgresql", REDIS_URL=proxied, REDIS_CHANNEL=channel) as server:
+            tenant, api = setup_tenant(server)
+            clients = connect_clients([server], tenant, per_server=2)
+            proxy.cut()
+            assert api.session.get(server.url + "/readyz", timeout=10).status_code == 503
+            api.ingest((ENTITY, "ticketsSold", 1))
+            assert_converged(clients, server.database, tenant)
+
+            proxy.restore()
+            assert api.session.get(server.url + "/readyz", timeout=10).status_code == 200
+            # The server's Redis listener reconnects with a backoff: announce until heard (bounded).
+            external = socketio.RedisManager(REDIS_URL, channel=channel, write_only=True)
+            notice = {"entityId": ENTITY, "metricName": "announcement", "value": 1, "timestamp": None, "seq": 0}
+
+            def heard(client):
+                return any(u["metricName"] == "announcement" for u in client.of("metric:update"))
+
+            for _ in range(60):  # 30 s at most
+                external.emit("metric:update", notice, room=room_for(tenant, ENTITY), namespace="/dashboard")
+                try:
+                    for client in clients:
+                        client.wait_until(heard, timeout=0.5, what="the announcement")
+                    break
+                except AssertionError:
+                    continue
+            else:
+                pytest.fail("emits through Redis never arrived after it came back")
+            disconnect_all(clients)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_a_worker_stopped_hands_its_clients_to_the_other_and_they_converge(tmp_path, sig):
+    # 30 s of graceful time: with SIGTERM the clients must be back long before it ends (they are closed at once).
+    with running_server(tmp_path, "postgresql", WEB_CONCURRENCY="2", GRACEFUL_TIMEOUT="30") as server:
+        tenant, api = setup_tenant(server)
+        clients = connect_clients([server], tenant, per_server=6, reconnecting=True)
+        try:
+            api.ingest((ENTITY, "ticketsSold", 1))
+            assert_converged(clients, server.database, tenant)
+            api.session.close()  # count the sockets only, not the kept-alive REST connection
+            held = {pid: sockets_held(pid, server.port) for pid in worker_pids(server)}
+            victim = max(held, key=held.get)
+            assert held[victim] > 0, held
+
+            os.kill(victim, sig)
+            for value in range(2, 8):
+                api.ingest((ENTITY, "ticketsSold", value))
+            moved = [c for c in clients if c.disconnects]
+            deadline = time.monotonic() + 10
+            while len(moved) < held[victim]:
+                assert time.monotonic() < deadline, f"only {len(moved)} of {held[victim]} clients were let go"
+                time.sleep(0.05)
+                moved = [c for c in clients if c.disconnects]
+            for client in moved:
+                client.wait_until(lambda c: c.connects >= 2, timeout=10, what="reconnected")
+            assert_converged(clients, server.database, tenant)
+        finally:
+            disconnect_all(clients)
+
+
+def test_a_client_that_stops_reading_is_cut_off_and_does_not_hold_up_the_others(tmp_path):
+    with running_server(tmp_path, "postgresql", SOCKET_MAX_BACKLOG="10") as server:
+        tenant, api = setup_tenant(server)
+        reader = RecordingClient().connect(server.url, mint_token(tenant))
+        reader.subscribe(ENTITY)
+
+        # A raw Engine.IO/Socket.IO client with a tiny receive buffer that subscribes, then never reads again.
+        stalled = websocket.create_connection(
+            f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket",
+            sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)],
+            timeout=DEFAULT_TIMEOUT,
+        )
+        try:
+            assert stalled.recv().startswith("0")  # Engine.IO open
+            stalled.send("40/dashboard," + json.dumps({"token": mint_token(tenant)}))
+            assert stalled.recv().startswith("40/dashboard,")
+            stalled.send("42/dashboard," + json.dumps(["subscribe", {"entityId": ENTITY, "entityType": "event"}]))
+            assert "dashboard:initial" in stalled.recv()
+
+            # Enough to fill the kernel's buffers on both sides (up to 4 MiB here), then the socket's queue.
+            batches = 12
+            for batch in range(batches):
+                api.ingest(*[(ENTITY, f"{batch}-{i}-".ljust(128, "m"), float(i)) for i in range(1000)])
+                if "is not reading" in server.log_tail(50):
+                    break
+            fence = api.ingest((ENTITY, "fence", 1))["lastSeq"]
+            reader.wait_for("metric:update", lambda d: d["seq"] == fence)
+            assert len(reader.of("metric:update")) == (batch + 1) * 1000 + 1
+            wait_for_log(server, "is not reading")
+        finally:
+            stalled.close()
+            reader.disconnect()
