@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 SIMULATOR ?= 1
 NODE_DIR := tests/node
 
-.PHONY: install run test lint format db clean
+.PHONY: install run test lint format db clean system-nginx
 
 ## install: create .venv, install the pinned requirements and the Node test client (idempotent)
 install: $(VENV)/.installed $(NODE_DIR)/node_modules/.installed
@@ -56,8 +56,23 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+## system-nginx: install Debian's nginx for tests/test_nginx.py when it is missing (needs root)
+# The test runs nginx itself, as its own child process, and never uses the package's service.
+# Containers like CI's have Docker's policy-rc.d, so installing does not start that service;
+# on a host with systemd it would (on port 80): install nginx there yourself if you want it.
+system-nginx:
+	@if [ ! -x /usr/sbin/nginx ]; then \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "nginx is not installed and this is not root: tests/test_nginx.py will skip"; exit 0; \
+		fi; \
+		echo "installing Debian's nginx for tests/test_nginx.py"; \
+		apt_install="apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=300 nginx"; \
+		DEBIAN_FRONTEND=noninteractive $$apt_install \
+			|| { apt-get update -o DPkg::Lock::Timeout=300 && DEBIAN_FRONTEND=noninteractive $$apt_install; }; \
+	fi
+
 ## test: lint, then the whole test suite against real servers
-test: install lint
+test: install system-nginx lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
