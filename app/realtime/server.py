@@ -4,6 +4,7 @@ import logging
 
 import socketio
 
+from app.realtime.activity import SocketActivity
 from app.realtime.expiry import TokenExpiryWatch
 from app.realtime.fanout import FanOut
 from app.realtime.namespaces import namespaces_for
@@ -27,9 +28,11 @@ class Realtime:
             logger=False,
             engineio_logger=False,
         )
-        self.poller = ChangePoller(app, self.sio, FanOut(self.sio))
+        self.activity = SocketActivity(self.sio)
+        self.poller = ChangePoller(app, self.sio, FanOut(self.sio, self.activity))
         self.expiry = TokenExpiryWatch(self.sio)
         for namespace in namespaces_for(config, self.poller, self.expiry):
+            namespace.activity = self.activity
             self.sio.register_namespace(namespace)
         self._background = [self.poller, self.expiry]
 

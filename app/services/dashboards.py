@@ -203,3 +203,22 @@ def reorder_tiles(tenant_id, dashboard_id, tile_ids, expected_version=None):
         change = _commit_change(session, dashboard, ACTION_REORDERED, order=list(tile_ids))
     change_committed.send()
     return change
+
+
+def move_tile(tenant_id, dashboard_id, tile_id, offset, expected_version=None):
+    """Move a tile ``offset`` places (negative: towards the first), stopping at either end.
+
+    Returns the ``reordered`` change of :func:`reorder_tiles`, or None when the
+    tile is already at that end and nothing changed.
+    """
+    dashboard = find_dashboard(db.session, tenant_id, dashboard_id)
+    order = [tile.id for tile in dashboard.tiles]
+    db.session.rollback()
+    if tile_id not in order:
+        raise AppError(errors.NOT_FOUND, f"unknown tile {tile_id}")
+    start = order.index(tile_id)
+    end = max(0, min(len(order) - 1, start + offset))
+    if start == end:
+        return None
+    order.insert(end, order.pop(start))
+    return reorder_tiles(tenant_id, dashboard_id, order, expected_version)
