@@ -21,7 +21,9 @@ def test_admin_is_on_with_a_secret_key(env):
     assert "admin.sign_in" in result.stdout
 
 
-@pytest.mark.parametrize("changes", [{}, {"ADMIN_ENABLED": "0", "SECRET_KEY": "k" * 32}], ids=["no-key", "switched-off"])
+@pytest.mark.parametrize(
+    "changes", [{}, {"ADMIN_ENABLED": "0", "SECRET_KEY": "k" * 32}], ids=["no-key", "switched-off"]
+)
 def test_admin_is_off_without_a_secret_key_or_when_switched_off(env, changes):
     result = routes(env, **changes)
     assert result.returncode == 0, result.stderr
