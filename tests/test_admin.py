@@ -34,6 +34,8 @@ def test_admin_lists_entities_and_dashboards(entity, admin):
     expect(admin.page.locator("#entities")).to_contain_text(entity_id)
     cookie = next(c for c in admin.page.context.cookies() if c["name"] == "analytics_admin")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    headers = admin.page.request.get(admin.base + "/admin").headers
+    assert headers["cache-control"] == "no-store" and headers["x-frame-options"] == "DENY"
 
 
 def test_add_edit_reorder_remove_appear_live_in_a_second_page(admin, viewer, entity, admin_api):

@@ -322,6 +322,15 @@ def reorder_tiles(admin, dashboard_id):
     return redirect(url_for("admin.dashboard", dashboard_id=dashboard_id), 303)
 
 
+@bp.after_request
+def _private_pages(response):
+    """Admin pages hold CSRF tokens and tenant data: never cached, never framed by another site."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
 # --- errors -------------------------------------------------------------------------------------------------------
 
 

@@ -39,6 +39,7 @@
     const list = document.getElementById('recent-events');
     const version = document.getElementById('dashboard-version');
     async function refresh() {
+      if (document.hidden) return;
       try {
         const response = await fetch(panel.dataset.url, { headers: { Accept: 'application/json' } });
         if (!response.ok) return;
