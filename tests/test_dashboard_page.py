@@ -71,6 +71,10 @@ def test_a_layout_change_through_rest_is_applied_live(live_server, tenant, entit
     expect(page.page.locator("#version")).to_have_text(str(dashboard["version"] + 2))
     assert page.was_not_reloaded()
 
+    page.page.locator("#disconnect").click()
+    expect(page.connection).to_have_attribute("data-state", "disconnected")
+    expect(page.page.locator("#token")).to_be_visible()
+
 
 @pytest.mark.parametrize(
     ("token", "code", "text"),
@@ -88,6 +92,7 @@ def test_a_refused_token_is_explained(live_server, tenant, entity, new_page, tok
     expect(page.notice).to_contain_text(text)
     expect(page.connection).to_have_attribute("data-state", "disconnected")
     expect(page.page.locator("#token")).to_be_visible()
+    expect(page.page.locator("#disconnect")).to_be_hidden()
 
 
 def test_an_unknown_entity_is_a_friendly_error_event(live_server, tenant, new_page):
