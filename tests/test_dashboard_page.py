@@ -102,6 +102,14 @@ def test_an_unknown_entity_is_a_friendly_error_event(live_server, tenant, new_pa
     expect(page.connection).to_have_attribute("data-state", "connected")
 
 
+def test_an_entity_without_a_dashboard_says_so(live_server, tenant, admin_api, new_page):
+    entity_id = unique("venue")
+    admin_api.put_entity(entity_id, "venue")
+    page = DashboardPage(new_page(), live_server.url, entity_id, "venue").open(mint_token(tenant)).wait_ready()
+    expect(page.page.locator("#empty")).to_have_text("This entity has no dashboard yet.")
+    expect(page.titles).to_have_count(0)
+
+
 def test_reconnects_and_subscribes_again_after_a_server_restart(tmp_path, new_page):
     with running_server(tmp_path) as server:
         tenant = unique("tenant")

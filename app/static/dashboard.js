@@ -187,7 +187,9 @@
       paintTile(card, tile);
       tilesEl.append(card); // appending an existing node moves it: the order follows state.order
     }
-    emptyEl.hidden = state.order.length > 0 || state.version === null;
+    emptyEl.textContent =
+      state.dashboardId === null ? 'This entity has no dashboard yet.' : 'This dashboard has no tiles yet.';
+    emptyEl.hidden = state.order.length > 0;
     versionEl.textContent = state.version === null ? '–' : state.version;
   }
 
