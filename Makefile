@@ -7,9 +7,12 @@ PORT ?= 4004
 # make run serves a dev token: listen on loopback unless told otherwise.
 HOST ?= 127.0.0.1
 SIMULATOR ?= 1
+# make run is a development server: one-click admin sign-in and a pre-filled viewer token.
+ADMIN_DEV_LOGIN ?= 1
+CHROMIUM := /usr/bin/chromium
 NODE_DIR := tests/node
 
-.PHONY: install run test lint format db clean system-nginx
+.PHONY: install run test lint format db clean system-nginx browser screenshots
 
 ## install: create .venv, install the pinned requirements and the Node test client (idempotent)
 install: $(VENV)/.installed $(NODE_DIR)/node_modules/.installed
@@ -27,19 +30,30 @@ instance/jwt-secret:
 	@mkdir -p instance
 	@(umask 077 && $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(48))" > $@)
 
+instance/secret-key:
+	@mkdir -p instance
+	@(umask 077 && $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(48))" > $@)
+
+## browser: Debian's chromium for the browser tests (Playwright drives it; never `playwright install`)
+browser:
+	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 ## db: create or migrate the database and seed the demo tenant
 db: install instance/jwt-secret
 	@export JWT_SECRET="$${JWT_SECRET:-$$(cat instance/jwt-secret)}"; \
 	$(BIN)/flask --app wsgi db upgrade && $(BIN)/flask --app wsgi seed-demo
 
 ## run: start the service on PORT (default 4004) with SQLite and the demo simulator
-run: db
+run: db instance/secret-key
 	@export JWT_SECRET="$${JWT_SECRET:-$$(cat instance/jwt-secret)}" HOST=$(or $(HOST),127.0.0.1) PORT=$(PORT) SIMULATOR=$(SIMULATOR); \
+	export SECRET_KEY="$${SECRET_KEY:-$$(cat instance/secret-key)}" ADMIN_DEV_LOGIN=$(ADMIN_DEV_LOGIN); \
 	token=$$($(BIN)/flask --app wsgi token --roles admin,ingest --lifetime 86400); \
 	echo; \
 	echo "analytics-svc on http://localhost:$(PORT)"; \
 	echo "  Socket.IO namespaces: http://localhost:$(PORT)/dashboard  http://localhost:$(PORT)/analytics/dashboard"; \
 	echo "  REST API:             http://localhost:$(PORT)/api/v1    health: http://localhost:$(PORT)/healthz"; \
+	echo "  admin page:           http://localhost:$(PORT)/admin"; \
+	echo "  live dashboard:       http://localhost:$(PORT)/dashboards/event/event-uuid-123"; \
 	echo "  demo entity:          event-uuid-123 (type event), tenant demo"; \
 	echo "  dev token (24 h, roles admin+ingest):"; \
 	echo "$$token"; \
@@ -72,8 +86,12 @@ system-nginx:
 	fi
 
 ## test: lint, then the whole test suite against real servers
-test: install system-nginx lint
+test: install system-nginx browser lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## screenshots: regenerate docs/img/*.png from a live demo server in headless Chromium
+screenshots: install browser
+	$(BIN)/python -m tests.screenshots
 
 clean:
 	rm -rf $(VENV) $(NODE_DIR)/node_modules .pytest_cache .ruff_cache

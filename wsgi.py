@@ -16,6 +16,8 @@ def serve():
     app = create_app()
     if not app.config["JWT_ALGORITHMS"]:
         app.logger.warning("neither JWT_SECRET nor JWT_PUBLIC_KEY is set: every connection will be refused")
+    if not app.config["ADMIN_ENABLED"]:
+        app.logger.warning("SECRET_KEY is not set: the admin page /admin is off")
     app.extensions["realtime"].start()
     return app
 

@@ -6,7 +6,7 @@ from flask import Flask
 
 from app.config import load_config
 from app.database import configure_engine
-from app.extensions import db, migrate
+from app.extensions import csrf, db, migrate
 from app.logs import RequestIdMiddleware, configure_logging
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +42,13 @@ def create_app(config=None):
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     app.register_blueprint(health_bp)
     app.register_blueprint(site_bp)
+    if app.config["ADMIN_ENABLED"]:
+        from app.admin import bp as admin_bp
+
+        # Forms carry a CSRF token; the REST API authenticates with Bearer tokens, never cookies.
+        csrf.init_app(app)
+        csrf.exempt(api_bp)
+        app.register_blueprint(admin_bp)
     register_error_handlers(app)
     register_cli(app)
 

@@ -88,6 +88,32 @@ def _read_public_key():
     return None
 
 
+def _admin_settings(jwt_secret):
+    """SECRET_KEY and the admin page switches; refuse combinations that cannot work."""
+    secret_key = env_str("SECRET_KEY")
+    if secret_key is not None and len(secret_key.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes")
+    # Unset: the admin page is on exactly when it can sign its session cookies.
+    enabled = env_bool("ADMIN_ENABLED", secret_key is not None)
+    if enabled and secret_key is None:
+        raise ValueError("ADMIN_ENABLED is on but SECRET_KEY is not set: the admin page signs its cookies with it")
+    dev_login = env_bool("ADMIN_DEV_LOGIN", False)
+    if dev_login and not jwt_secret:
+        raise ValueError("ADMIN_DEV_LOGIN needs JWT_SECRET: the dev sign-in mints an HS256 token")
+    return {
+        "SECRET_KEY": secret_key,
+        "ADMIN_ENABLED": enabled,
+        "ADMIN_DEV_LOGIN": dev_login,
+        "ADMIN_SESSION_HOURS": env_float("ADMIN_SESSION_HOURS", 8.0, minimum=0.01),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": env_bool("SESSION_COOKIE_SECURE", False),
+        "SESSION_COOKIE_NAME": "analytics_admin",
+        # A form's CSRF token lives as long as the signed session it is bound to.
+        "WTF_CSRF_TIME_LIMIT": None,
+    }
+
+
 def _default_database_url(instance_path):
     return f"sqlite:///{Path(instance_path) / 'analytics.db'}"
 
@@ -174,4 +200,6 @@ def load_config(instance_path):
         "SIMULATOR": env_bool("SIMULATOR", False),
         "SIMULATOR_INTERVAL": env_float("SIMULATOR_INTERVAL", 1.0, minimum=0.05),
         "DEMO_TENANT": env_str("DEMO_TENANT", "demo"),
+        # Admin page and browser dashboard
+        **_admin_settings(secret),
     }

@@ -96,3 +96,33 @@ def sio_client(live_server):
     yield connect
     for client in clients:
         client.disconnect()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian's package) for the whole session."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import launch
+
+    with sync_playwright() as playwright:
+        chromium = launch(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def new_page(browser):
+    """Factory of pages, each in a browser context of its own (own cookies), closed at teardown."""
+    from tests.browser import LAPTOP
+
+    contexts = []
+
+    def open_page(viewport=None):
+        context = browser.new_context(viewport=viewport or LAPTOP)
+        contexts.append(context)
+        return context.new_page()
+
+    yield open_page
+    for context in contexts:
+        context.close()

@@ -21,6 +21,7 @@ import socketio
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 JWT_SECRET = "test-secret-for-the-suite-only-0123456789abcdef"
+SECRET_KEY = "admin-session-key-for-the-suite-only-0123456789"
 DEFAULT_TIMEOUT = 15.0
 #: The PostgreSQL server the suite makes its throwaway databases on (libpq URL).
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -270,13 +271,18 @@ def running_server(tmp_dir, backend=None, **overrides):
 
 def server_env(tmp_dir, **overrides):
     """Environment for a test server: its own SQLite file, fast polling, no simulator."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "DATABASE_", "SIMULATOR"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JWT_", "DATABASE_", "SIMULATOR", "SECRET_KEY", "ADMIN_"))
+    }
     env.update(
         {
             "PORT": str(free_port()),
             "HOST": "127.0.0.1",
             "DATABASE_URL": f"sqlite:///{Path(tmp_dir) / 'analytics.db'}",
             "JWT_SECRET": JWT_SECRET,
+            "SECRET_KEY": SECRET_KEY,
             "POLL_INTERVAL": "0.05",
             "SIMULATOR": "0",
             "MAX_SUBSCRIPTIONS_PER_CONNECTION": "5",

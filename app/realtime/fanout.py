@@ -19,8 +19,9 @@ class FanOut:
     deliver each change once per process (docs/deployment.md).
     """
 
-    def __init__(self, sio):
+    def __init__(self, sio, activity=None):
         self._sio = sio
+        self._activity = activity  # a SocketActivity that remembers what was sent, or None
 
     def _has_subscribers(self, namespace, room):
         return bool(self._sio.manager.rooms.get(namespace, {}).get(room))
@@ -39,6 +40,10 @@ class FanOut:
         }
         self._sio.emit("metric:update", data, to=room, namespace=DASHBOARD_NAMESPACE, ignore_queue=True)
         observe_change_age(change.recorded_at)
+        if self._activity is not None:
+            summary = f"{change.metric_name} = {change.value:g}"
+            recipients = self._activity.room_size(DASHBOARD_NAMESPACE, room)
+            self._activity.record(change.tenant_id, [change.entity_id], "metric:update", summary, recipients)
 
     def dashboard(self, change, users):
         """Send a layout change to the rooms of the tenant's entities in ``users``, on both namespaces.
@@ -59,7 +64,14 @@ class FanOut:
         }
         if "order" in payload:
             data["order"] = payload["order"]
+        recipients = 0
         for namespace in (DASHBOARD_NAMESPACE, UPDATES_NAMESPACE):
             live = [room for room in rooms if self._has_subscribers(namespace, room)]
             if live:
                 self._sio.emit("dashboard:update", data, to=live, namespace=namespace, ignore_queue=True)
+                if self._activity is not None:
+                    recipients += sum(self._activity.room_size(namespace, room) for room in live)
+        if self._activity is not None and recipients:
+            entity_ids = [entity_id for tenant_id, entity_id in users if tenant_id == change.tenant_id]
+            summary = f"{data['action']}, version {data['version']}"
+            self._activity.record(change.tenant_id, entity_ids, "dashboard:update", summary, recipients)

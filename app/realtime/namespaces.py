@@ -27,6 +27,9 @@ _RESERVED = {"connect", "disconnect"}
 class EntityNamespace(socketio.Namespace):
     """Authenticated connection, ``subscribe`` / ``unsubscribe``, and errors as ``error`` events."""
 
+    #: A SocketActivity told about each ``dashboard:initial`` sent, or None.
+    activity = None
+
     def __init__(self, namespace, config, poller, expiry):
         super().__init__(namespace)
         self._config = config
@@ -97,6 +100,9 @@ class EntityNamespace(socketio.Namespace):
                 f"at most {self._config['MAX_SUBSCRIPTIONS_PER_CONNECTION']} subscriptions per connection",
             )
         snapshot = self._poller.subscribe(sid, self.namespace, tenant_id, entity_id, entity_type)
+        if snapshot and self.activity is not None:
+            summary = f"{len(snapshot['tiles'])} tiles, version {snapshot['version']}"
+            self.activity.record(tenant_id, [entity_id], "dashboard:initial", summary, 1)
         return {"ok": True, "seq": snapshot["seq"] if snapshot else None}
 
     def on_unsubscribe(self, sid, payload=None):

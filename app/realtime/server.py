@@ -8,6 +8,7 @@ import socketio
 from app import errors
 from app.errors import AppError
 from app.extensions import db
+from app.realtime.activity import SocketActivity
 from app.realtime.backlog import BacklogWatch
 from app.realtime.expiry import TokenExpiryWatch
 from app.realtime.fanout import FanOut
@@ -52,10 +53,12 @@ class Realtime:
             engineio_logger=False,
         )
         self.draining = False
-        self.poller = ChangePoller(app, self.sio, FanOut(self.sio))
+        self.activity = SocketActivity(self.sio)
+        self.poller = ChangePoller(app, self.sio, FanOut(self.sio, self.activity))
         self.expiry = TokenExpiryWatch(self.sio)
         self.backlog = BacklogWatch(self.sio, config["SOCKET_MAX_BACKLOG"])
         for namespace in namespaces_for(config, self.poller, self.expiry):
+            namespace.activity = self.activity
             self.sio.register_namespace(namespace)
         self._background = [self.poller, self.expiry, self.backlog]
         self.listener = None

@@ -112,14 +112,18 @@ def create_dashboard(tenant_id, name, tiles):
     return result
 
 
-def _begin_change(session, tenant_id, dashboard_id, expected_version):
-    dashboard = find_dashboard(session, tenant_id, dashboard_id, lock=True)
+def _check_version(dashboard, expected_version):
     if expected_version is not None and expected_version != dashboard.version:
         raise AppError(
             errors.CONFLICT,
-            f"dashboard {dashboard_id} is at version {dashboard.version}, not {expected_version}: "
+            f"dashboard {dashboard.id} is at version {dashboard.version}, not {expected_version}: "
             "someone else changed it; reload and try again",
         )
+
+
+def _begin_change(session, tenant_id, dashboard_id, expected_version):
+    dashboard = find_dashboard(session, tenant_id, dashboard_id, lock=True)
+    _check_version(dashboard, expected_version)
     dashboard.version += 1
     dashboard.updated_at = datetime.now(UTC)
     return dashboard
@@ -203,3 +207,25 @@ def reorder_tiles(tenant_id, dashboard_id, tile_ids, expected_version=None):
         change = _commit_change(session, dashboard, ACTION_REORDERED, order=list(tile_ids))
     change_committed.send()
     return change
+
+
+def move_tile(tenant_id, dashboard_id, tile_id, offset, expected_version=None):
+    """Move a tile ``offset`` places (negative: towards the first), stopping at either end.
+
+    Returns the ``reordered`` change of :func:`reorder_tiles`, or None when the
+    tile is already at that end and nothing changed.
+    """
+    dashboard = find_dashboard(db.session, tenant_id, dashboard_id)
+    order = [tile.id for tile in dashboard.tiles]
+    try:
+        if tile_id not in order:
+            raise AppError(errors.NOT_FOUND, f"unknown tile {tile_id}")
+        start = order.index(tile_id)
+        end = max(0, min(len(order) - 1, start + offset))
+        if start == end:
+            _check_version(dashboard, expected_version)  # a stale request is refused even when it would do nothing
+            return None
+    finally:
+        db.session.rollback()
+    order.insert(end, order.pop(start))
+    return reorder_tiles(tenant_id, dashboard_id, order, expected_version)

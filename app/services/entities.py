@@ -39,6 +39,16 @@ def list_entities(tenant_id):
     return [entity_to_dict(e) for e in db.session.scalars(query)]
 
 
+def entities_of_dashboard(tenant_id, dashboard_id):
+    """Return the tenant's entities that show ``dashboard_id``, as dicts ordered by entity id."""
+    query = (
+        select(Entity)
+        .where(Entity.tenant_id == tenant_id, Entity.dashboard_id == dashboard_id)
+        .order_by(Entity.entity_id)
+    )
+    return [entity_to_dict(e) for e in db.session.scalars(query)]
+
+
 def register_entity(tenant_id, entity_id, entity_type, name, dashboard_id):
     """Create the entity, or update its name (None keeps it); return ``(entity dict, created)``.
 

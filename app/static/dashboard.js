@@ -1,0 +1,320 @@
+// The live dashboard of one entity: socket.io-client 4.x, no framework, no build step.
+// Protocol: docs/websocket-api.md. Connect with auth.token, subscribe, render
+// dashboard:initial, then apply metric:update and dashboard:update as they come.
+(function () {
+  'use strict';
+
+  const root = document.getElementById('live-dashboard');
+  const entityId = root.dataset.entityId;
+  const entityType = root.dataset.entityType;
+  const namespace = root.dataset.namespace;
+  const tilesEl = document.getElementById('tiles');
+  const emptyEl = document.getElementById('empty');
+  const noticeEl = document.getElementById('notice');
+  const connEl = document.getElementById('connection');
+  const tokenForm = document.getElementById('token-form');
+  const tokenInput = document.getElementById('token');
+  const disconnectButton = document.getElementById('disconnect');
+  const versionEl = document.getElementById('version');
+  const lastUpdateEl = document.getElementById('last-update');
+  const STORAGE_KEY = 'analytics.token';
+  const HISTORY = 40;
+
+  const state = {
+    dashboardId: null,
+    version: null,
+    snapshotSeq: 0,
+    tiles: new Map(), // tile id -> tile
+    order: [], // tile ids in display order
+    metrics: {}, // metric name -> value
+    metricSeq: {}, // metric name -> seq of the value shown
+    history: {}, // metric name -> recent values, oldest first
+  };
+  let socket = null;
+
+  // --- connection state and messages ----------------------------------------------------------------------------
+
+  function setConnection(value, detail) {
+    connEl.dataset.state = value;
+    connEl.querySelector('.label').textContent = detail || value;
+    document.body.dataset.connection = value;
+  }
+
+  const FRIENDLY = {
+    ANALYTICS_1001: () => 'Enter an access token to connect.',
+    ANALYTICS_1002: (e) => `This token was not accepted (${e.message}). Check that you pasted all of it.`,
+    ANALYTICS_1003: () => 'Your token has expired. Paste a fresh one and connect again.',
+    ANALYTICS_1004: () => 'This token has no tenant (tenantId claim), so it cannot see any dashboard.',
+    ANALYTICS_1101: () => `There is no ${entityType} “${entityId}” for this token's tenant.`,
+    ANALYTICS_1102: () => 'This connection follows too many entities already.',
+    ANALYTICS_1103: () => 'Too many requests at once; the page slowed down.',
+    ANALYTICS_1000: () => 'The server had a problem. Try again in a moment.',
+  };
+
+  function showError(error) {
+    const code = error && error.code;
+    const text = (FRIENDLY[code] || ((e) => (e && e.message) || 'Something went wrong.'))(error || {});
+    noticeEl.replaceChildren(document.createTextNode(text));
+    if (code) {
+      const small = document.createElement('span');
+      small.className = 'code';
+      small.textContent = code;
+      noticeEl.append(' ', small);
+    }
+    noticeEl.dataset.code = code || '';
+    noticeEl.hidden = false;
+  }
+
+  function clearError() {
+    noticeEl.hidden = true;
+    noticeEl.dataset.code = '';
+  }
+
+  // --- formatting ---------------------------------------------------------------------------------------------
+
+  const numberFormat = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
+
+  function formatValue(value, unit) {
+    if (value === undefined || value === null) return '–';
+    const text = numberFormat.format(value);
+    if (!unit) return text;
+    return unit === '%' || unit.startsWith('/') ? text + unit : text + ' ' + unit;
+  }
+
+  function level(tile, value) {
+    const t = tile.thresholds || {};
+    if (value === undefined || value === null) return '';
+    if (t.critical !== undefined && value >= t.critical) return 'critical';
+    if (t.warning !== undefined && value >= t.warning) return 'warning';
+    return 'ok';
+  }
+
+  // --- tiles ----------------------------------------------------------------------------------------------------
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function buildTile(tile) {
+    const card = el('article', 'tile');
+    card.dataset.tileId = tile.id;
+    const head = el('header', 'tile-head');
+    head.append(el('h2', 'tile-title'), el('span', 'tile-kind'));
+    const value = el('div', 'tile-value');
+    card.append(head, value);
+    if (tile.kind === 'gauge') {
+      const gauge = el('div', 'gauge');
+      gauge.append(el('div', 'gauge-fill'));
+      card.append(gauge);
+    } else if (tile.kind === 'line') {
+      const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+      svg.setAttribute('class', 'chart');
+      svg.setAttribute('viewBox', '0 0 100 32');
+      svg.setAttribute('preserveAspectRatio', 'none');
+      svg.setAttribute('role', 'img');
+      const line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline');
+      line.setAttribute('class', 'chart-line');
+      svg.append(line);
+      card.append(svg);
+    }
+    card.dataset.kind = tile.kind;
+    return card;
+  }
+
+  function tileElement(id) {
+    return tilesEl.querySelector(`.tile[data-tile-id="${id}"]`);
+  }
+
+  function paintTile(card, tile) {
+    card.dataset.metric = tile.metricName;
+    card.className = 'tile kind-' + tile.kind;
+    card.querySelector('.tile-title').textContent = tile.title;
+    card.querySelector('.tile-kind').textContent = tile.metricName;
+    const value = state.metrics[tile.metricName];
+    card.querySelector('.tile-value').textContent = formatValue(value, tile.unit);
+    card.dataset.level = level(tile, value);
+    if (tile.kind === 'gauge') {
+      const max = (tile.thresholds && tile.thresholds.max) || 100;
+      const share = value === undefined ? 0 : Math.max(0, Math.min(1, value / max));
+      card.querySelector('.gauge-fill').style.width = (share * 100).toFixed(1) + '%';
+    } else if (tile.kind === 'line') {
+      drawChart(card.querySelector('svg.chart'), state.history[tile.metricName] || []);
+    }
+  }
+
+  function drawChart(svg, values) {
+    const line = svg.querySelector('polyline');
+    svg.dataset.points = values.length;
+    if (!values.length) {
+      line.setAttribute('points', '');
+      return;
+    }
+    const min = Math.min(...values);
+    const max = Math.max(...values);
+    const span = max - min || 1;
+    const step = values.length > 1 ? 100 / (values.length - 1) : 0;
+    const points = values.map((v, i) => {
+      const x = values.length > 1 ? i * step : 50;
+      const y = 30 - ((v - min) / span) * 28;
+      return x.toFixed(2) + ',' + y.toFixed(2);
+    });
+    line.setAttribute('points', points.join(' '));
+    svg.setAttribute('aria-label', `Last ${values.length} values, from ${numberFormat.format(min)} to ${numberFormat.format(max)}`);
+  }
+
+  function highlight(card, className) {
+    card.classList.remove(className);
+    void card.offsetWidth; // restart the animation
+    card.classList.add(className);
+  }
+
+  function renderAll() {
+    const wanted = new Set(state.order.map(String));
+    for (const card of [...tilesEl.children]) {
+      if (!wanted.has(card.dataset.tileId)) card.remove();
+    }
+    for (const id of state.order) {
+      const tile = state.tiles.get(id);
+      let card = tileElement(id);
+      if (card && card.dataset.kind !== tile.kind) {
+        card.replaceWith(buildTile(tile));
+        card = tileElement(id);
+      }
+      if (!card) card = buildTile(tile);
+      paintTile(card, tile);
+      tilesEl.append(card); // appending an existing node moves it: the order follows state.order
+    }
+    emptyEl.textContent =
+      state.dashboardId === null ? 'This entity has no dashboard yet.' : 'This dashboard has no tiles yet.';
+    emptyEl.hidden = state.order.length > 0;
+    versionEl.textContent = state.version === null ? '–' : state.version;
+  }
+
+  function remember(name, value) {
+    const values = state.history[name] || (state.history[name] = []);
+    values.push(value);
+    if (values.length > HISTORY) values.splice(0, values.length - HISTORY);
+  }
+
+  // --- protocol -------------------------------------------------------------------------------------------------
+
+  function onInitial(data) {
+    if (data.entityId !== entityId) return;
+    clearError();
+    state.dashboardId = data.dashboardId;
+    state.version = data.version;
+    state.snapshotSeq = data.seq || 0;
+    state.tiles = new Map(data.tiles.map((t) => [t.id, t]));
+    state.order = data.tiles.map((t) => t.id);
+    state.metrics = Object.assign({}, data.metrics);
+    state.metricSeq = {};
+    for (const [name, value] of Object.entries(state.metrics)) {
+      const values = state.history[name];
+      if (!values || values[values.length - 1] !== value) remember(name, value);
+    }
+    renderAll();
+    tilesEl.dataset.ready = 'true';
+  }
+
+  function onMetric(data) {
+    if (data.entityId !== entityId || data.seq <= state.snapshotSeq) return;
+    if (data.seq <= (state.metricSeq[data.metricName] || 0)) return;
+    state.metricSeq[data.metricName] = data.seq;
+    state.metrics[data.metricName] = data.value;
+    remember(data.metricName, data.value);
+    lastUpdateEl.textContent = new Date(data.timestamp).toLocaleTimeString();
+    for (const id of state.order) {
+      const tile = state.tiles.get(id);
+      if (tile.metricName !== data.metricName) continue;
+      const card = tileElement(id);
+      paintTile(card, tile);
+      highlight(card, 'updated');
+    }
+  }
+
+  function onLayout(data) {
+    if (data.dashboardId !== state.dashboardId || state.version === null) return;
+    if (data.version !== null && data.version <= state.version) return; // already in the snapshot
+    if (data.version !== null && data.version > state.version + 1) {
+      resubscribe(); // a change went missing: start again from a fresh snapshot
+      return;
+    }
+    const tile = data.tile;
+    if (data.action === 'added') {
+      state.tiles.set(tile.id, tile);
+      state.order = state.order.filter((id) => id !== tile.id);
+      state.order.splice(tile.position, 0, tile.id);
+    } else if (data.action === 'updated') {
+      state.tiles.set(tile.id, tile);
+    } else if (data.action === 'removed') {
+      state.tiles.delete(tile.id);
+      state.order = state.order.filter((id) => id !== tile.id);
+    } else if (data.action === 'reordered') {
+      state.order = data.order.filter((id) => state.tiles.has(id));
+    }
+    state.version = data.version;
+    renderAll();
+    if (tile && data.action !== 'removed') {
+      const card = tileElement(tile.id);
+      if (card) highlight(card, 'changed');
+    }
+  }
+
+  function resubscribe() {
+    if (socket && socket.connected) socket.emit('subscribe', { entityId, entityType });
+  }
+
+  function connect(token) {
+    if (socket) socket.disconnect();
+    clearError();
+    setConnection('connecting');
+    socket = io(namespace, { auth: { token }, transports: ['websocket'] });
+    socket.on('connect', () => {
+      setConnection('connected');
+      disconnectButton.hidden = false;
+      socket.emit('subscribe', { entityId, entityType }); // again after every reconnect
+    });
+    socket.on('disconnect', (reason) => {
+      if (reason === 'io server disconnect' || reason === 'io client disconnect') {
+        setConnection('disconnected');
+        disconnectButton.hidden = true;
+      } else {
+        setConnection('reconnecting', 'reconnecting…');
+      }
+    });
+    socket.on('connect_error', (err) => {
+      if (socket.active) {
+        setConnection('reconnecting', 'reconnecting…'); // the server is unreachable; the client retries
+      } else {
+        setConnection('disconnected');
+        showError(err.data || { message: err.message });
+      }
+    });
+    socket.io.on('reconnect_attempt', () => setConnection('reconnecting', 'reconnecting…'));
+    socket.on('dashboard:initial', onInitial);
+    socket.on('metric:update', onMetric);
+    socket.on('dashboard:update', onLayout);
+    socket.on('error', showError);
+  }
+
+  tokenForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const token = tokenInput.value.trim();
+    if (!token) {
+      showError({ code: 'ANALYTICS_1001' });
+      return;
+    }
+    sessionStorage.setItem(STORAGE_KEY, token);
+    connect(token);
+  });
+
+  disconnectButton.addEventListener('click', () => {
+    if (socket) socket.disconnect();
+  });
+
+  if (!tokenInput.value) tokenInput.value = sessionStorage.getItem(STORAGE_KEY) || '';
+  if (tokenInput.value) connect(tokenInput.value.trim());
+})();

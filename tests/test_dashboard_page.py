@@ -1,0 +1,145 @@
+"""The browser dashboard in headless Chromium: live values, charts, connection state, errors, reconnects."""
+
+import json
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser import PHONE, DashboardPage
+from tests.support import ROOT, Api, mint_token, running_server, unique
+
+VENDOR = ROOT / "app" / "static" / "vendor"
+
+
+@pytest.fixture
+def line_entity(admin_api):
+    """An entity whose dashboard has a number, a line and a gauge tile."""
+    dashboard = admin_api.create_dashboard(
+        tiles=[
+            {"title": "Tickets", "metricName": "ticketsSold", "kind": "number"},
+            {"title": "Check-ins", "metricName": "checkIns", "kind": "line", "unit": "/min"},
+            {
+                "title": "Occupancy",
+                "metricName": "occupancy",
+                "kind": "gauge",
+                "unit": "%",
+                "thresholds": {"warning": 80, "critical": 95},
+            },
+        ]
+    )
+    entity_id = unique("event")
+    admin_api.put_entity(entity_id, "event", dashboard["id"])
+    return entity_id, dashboard
+
+
+def test_metrics_written_through_rest_show_up_with_a_highlight(live_server, tenant, line_entity, admin_api, new_page):
+    entity_id, _ = line_entity
+    admin_api.ingest((entity_id, "ticketsSold", 1200))
+    page = DashboardPage(new_page(), live_server.url, entity_id).open(mint_token(tenant)).wait_ready()
+    page.mark()
+    tickets = page.tile("Tickets")
+    expect(tickets.locator(".tile-value")).to_have_text(re.compile(r"^1,?200$"))
+
+    admin_api.ingest((entity_id, "ticketsSold", 1234), (entity_id, "occupancy", 97))
+    expect(tickets.locator(".tile-value")).to_have_text(re.compile(r"^1,?234$"))
+    expect(tickets).to_have_class(re.compile(r"\bupdated\b"))
+    expect(page.tile("Occupancy").locator(".tile-value")).to_have_text("97%")
+    expect(page.tile("Occupancy")).to_have_attribute("data-level", "critical")
+
+    chart = page.tile("Check-ins").locator("svg.chart")
+    for value in (10, 14, 9):
+        admin_api.ingest((entity_id, "checkIns", value))
+        expect(page.tile("Check-ins").locator(".tile-value")).to_have_text(f"{value}/min")
+    expect(chart).to_have_attribute("data-points", "3")
+    points = chart.locator("polyline").get_attribute("points").split()
+    assert len(points) == 3
+    assert page.was_not_reloaded()
+
+
+def test_a_layout_change_through_rest_is_applied_live(live_server, tenant, entity, admin_api, new_page):
+    entity_id, dashboard = entity
+    page = DashboardPage(new_page(), live_server.url, entity_id).open(mint_token(tenant)).wait_ready()
+    page.mark()
+    added = admin_api.call(
+        "POST", f"/dashboards/{dashboard['id']}/tiles", 201, json={"title": "Queue", "metricName": "q", "kind": "line"}
+    )
+    expect(page.titles).to_have_text(["Tickets", "Revenue", "Queue"])
+    order = [added["tile"]["id"], *[t["id"] for t in dashboard["tiles"]]]
+    admin_api.call("PUT", f"/dashboards/{dashboard['id']}/tiles/order", 200, json={"tileIds": order})
+    expect(page.titles).to_have_text(["Queue", "Tickets", "Revenue"])
+    expect(page.page.locator("#version")).to_have_text(str(dashboard["version"] + 2))
+    assert page.was_not_reloaded()
+
+    page.page.locator("#disconnect").click()
+    expect(page.connection).to_have_attribute("data-state", "disconnected")
+    expect(page.page.locator("#token")).to_be_visible()
+
+
+@pytest.mark.parametrize(
+    ("token", "code", "text"),
+    [
+        (lambda tenant: mint_token(tenant, ttl=-3600), "ANALYTICS_1003", "Your token has expired"),
+        (lambda tenant: "not-a-token", "ANALYTICS_1002", "This token was not accepted"),
+        (lambda tenant: mint_token(tenant, tenantId=None), "ANALYTICS_1004", "has no tenant"),
+    ],
+    ids=["expired", "garbage", "no-tenant"],
+)
+def test_a_refused_token_is_explained(live_server, tenant, entity, new_page, token, code, text):
+    entity_id, _ = entity
+    page = DashboardPage(new_page(), live_server.url, entity_id).open(token(tenant))
+    expect(page.notice).to_have_attribute("data-code", code)
+    expect(page.notice).to_contain_text(text)
+    expect(page.connection).to_have_attribute("data-state", "disconnected")
+    expect(page.page.locator("#token")).to_be_visible()
+    expect(page.page.locator("#disconnect")).to_be_hidden()
+
+
+def test_an_unknown_entity_is_a_friendly_error_event(live_server, tenant, new_page):
+    page = DashboardPage(new_page(), live_server.url, "no-such-event").open(mint_token(tenant))
+    expect(page.notice).to_have_attribute("data-code", "ANALYTICS_1101")
+    expect(page.notice).to_contain_text("There is no event “no-such-event”")
+    expect(page.connection).to_have_attribute("data-state", "connected")
+
+
+def test_an_entity_without_a_dashboard_says_so(live_server, tenant, admin_api, new_page):
+    entity_id = unique("venue")
+    admin_api.put_entity(entity_id, "venue")
+    page = DashboardPage(new_page(), live_server.url, entity_id, "venue").open(mint_token(tenant)).wait_ready()
+    expect(page.page.locator("#empty")).to_have_text("This entity has no dashboard yet.")
+    expect(page.titles).to_have_count(0)
+
+
+def test_reconnects_and_subscribes_again_after_a_server_restart(tmp_path, new_page):
+    with running_server(tmp_path) as server:
+        tenant = unique("tenant")
+        api = Api(server.url, mint_token(tenant, roles=("admin", "ingest")))
+        entity_id = unique("event")
+        api.put_entity(entity_id, "event", api.create_dashboard()["id"])
+        page = DashboardPage(new_page(), server.url, entity_id).open(mint_token(tenant)).wait_ready()
+        page.mark()
+
+        server.stop()
+        expect(page.connection).to_have_attribute("data-state", "reconnecting")
+        server.start()
+        expect(page.connection).to_have_attribute("data-state", "connected")
+        api.ingest((entity_id, "revenue", 321))  # only a new subscription on the new server gets this
+        expect(page.tile("Revenue").locator(".tile-value")).to_have_text("321 EUR")
+        assert page.was_not_reloaded()
+
+
+def test_fits_a_phone_screen(live_server, tenant, line_entity, new_page):
+    entity_id, _ = line_entity
+    page = DashboardPage(new_page(PHONE), live_server.url, entity_id).open(mint_token(tenant)).wait_ready()
+    expect(page.titles).to_have_count(3)
+    assert page.page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def test_vendored_socket_io_client_is_the_pinned_version(live_server):
+    lock = json.loads((ROOT / "tests" / "node" / "package-lock.json").read_text())
+    version = lock["packages"]["node_modules/socket.io-client"]["version"]
+    bundle = VENDOR / f"socket.io-client-{version}" / "socket.io.min.js"
+    assert f"Socket.IO v{version}" in bundle.read_text()[:200]
+    assert (bundle.parent / "LICENSE").exists()
+    template = (ROOT / "app" / "site.py").read_text()
+    assert f"vendor/socket.io-client-{version}/socket.io.min.js" in template
