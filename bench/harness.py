@@ -367,7 +367,7 @@ class DatabaseWriter:
         self.engine.dispose()
 
 
-def drive_writes(writer, entities, rate, seconds, threads=4):
+def drive_writes(writer, entities, rate, seconds, threads=8):
     """Write at ``rate`` per second for ``seconds``, round-robin over ``entities``; return what was done.
 
     Each value is the send time in Unix milliseconds, which the load generator turns into latency.

@@ -38,7 +38,7 @@ PROFILES = {
     "quick": {
         "runs": 3,
         "capacity": {"steps": [1000, 2500]},
-        "fanout": {"clients": 1000, "entities": 2, "rates": [10, 20, 40, 80, 160], "seconds": 3.0},
+        "fanout": {"clients": 1000, "entities": 2, "rates": [10, 20, 40, 80, 160, 320], "seconds": 3.0},
         "latency": {"subscribers": [100, 1000], "rate": 5, "seconds": 4.0, "modes": ["rest", "database"]},
         "pollcost": {"rows": [10_000, 100_000], "subscriptions": [0, 1000, 10_000], "ticks": 30},
         "workers": {"workers": [1, 2], "clients": 1000, "entities": 2, "rate": 40, "seconds": 3.0},
@@ -260,8 +260,8 @@ def scenario_fanout(server_name, cfg, opts, workers=1):
                     f"p99={(point['latency_ms'] or {}).get('p99')}"
                 )
                 points.append(point)
-                if not point["keeps_up"]:
-                    break
+                if len(points) >= 2 and not points[-1]["keeps_up"] and not points[-2]["keeps_up"]:
+                    break  # two rates in a row fell behind: one alone may be noise from the shared machine
         finally:
             session.close()
     return {"clients": ready["connected"], "entities": cfg["entities"], "workers": workers, "points": points}
