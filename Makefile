@@ -12,7 +12,7 @@ ADMIN_DEV_LOGIN ?= 1
 CHROMIUM := /usr/bin/chromium
 NODE_DIR := tests/node
 
-.PHONY: install run test lint format db clean system-nginx browser screenshots
+.PHONY: install run test lint format db clean system-nginx browser screenshots bench bench-full bench-smoke bench-render bench-install
 
 ## install: create .venv, install the pinned requirements and the Node test client (idempotent)
 install: $(VENV)/.installed $(NODE_DIR)/node_modules/.installed
@@ -93,5 +93,34 @@ test: install system-nginx browser lint
 screenshots: install browser
 	$(BIN)/python -m tests.screenshots
 
+## bench-install: the benchmark tools (psutil, matplotlib, py-spy; Node peer server and load generator)
+bench-install: install $(VENV)/.bench-installed bench/peer/node_modules/.installed bench/loadgen/node_modules/.installed
+
+$(VENV)/.bench-installed: requirements-bench.txt requirements-dev.txt requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	touch $@
+
+bench/%/node_modules/.installed: bench/%/package.json bench/%/package-lock.json
+	cd bench/$* && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+## bench: quick benchmark profile against ours and the Node.js peer (a few minutes), then render docs/benchmarks.md
+bench: bench-install
+	$(BIN)/python -m bench.run --profile quick $(BENCH_ARGS)
+	$(BIN)/python -m bench.render
+
+## bench-full: every scenario at full size (10k connections, 1M rows; about half an hour), then render
+bench-full: bench-install
+	$(BIN)/python -m bench.run --profile full $(BENCH_ARGS)
+	$(BIN)/python -m bench.render
+
+## bench-smoke: the benchmark tools themselves work, with tiny numbers (under a minute)
+bench-smoke: bench-install
+	$(BIN)/python -m bench.smoke
+
+## bench-render: docs/benchmarks.md and its plots from the results in bench/results/
+bench-render: bench-install
+	$(BIN)/python -m bench.render
+
 clean:
-	rm -rf $(VENV) $(NODE_DIR)/node_modules .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(NODE_DIR)/node_modules bench/peer/node_modules bench/loadgen/node_modules .pytest_cache .ruff_cache

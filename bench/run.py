@@ -1,0 +1,371 @@
+"""Benchmark scenarios of issue 5, against analytics-svc ("ours") and the Node.js reference ("peer").
+
+    .venv/bin/python -m bench.run --profile quick            # make bench: a few minutes
+    .venv/bin/python -m bench.run --profile full             # make bench-full
+    .venv/bin/python -m bench.run --profile smoke            # make bench-smoke: seconds, checks the tools
+    .venv/bin/python -m bench.run --scenarios fanout --servers ours,peer
+
+Each scenario runs ours and then the peer in the same run, so compare their ratio rather
+than absolute figures across runs. Results go to bench/results/<profile>-<time>.json;
+``python -m bench.render`` turns them into docs/benchmarks.md and its plots.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from bench import harness
+from bench.harness import LoadGenerator, RestWriter, Tenant, make_server
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+PROFILES = {
+    "smoke": {
+        "runs": 1,
+        "capacity": {"steps": [50]},
+        "fanout": {"clients": 40, "entities": 2, "rates": [20], "seconds": 1.0},
+        "latency": {"subscribers": [20], "rate": 10, "seconds": 1.0, "modes": ["rest", "database"]},
+        "pollcost": {"rows": [1000, 5000], "subscriptions": [0, 100], "ticks": 5},
+        "workers": {"workers": [1, 2], "clients": 40, "entities": 2, "rate": 10, "seconds": 1.0},
+    },
+    "quick": {
+        "runs": 3,
+        "capacity": {"steps": [1000, 2500]},
+        "fanout": {"clients": 1000, "entities": 2, "rates": [10, 20, 40, 80, 160, 320], "seconds": 3.0},
+        "latency": {"subscribers": [100, 1000], "rate": 5, "seconds": 4.0, "modes": ["rest", "database"]},
+        "pollcost": {"rows": [10_000, 100_000], "subscriptions": [0, 1000, 10_000], "ticks": 30},
+        "workers": {"workers": [1, 2], "clients": 1000, "entities": 2, "rate": 40, "seconds": 3.0},
+    },
+    "full": {
+        "runs": 3,
+        "capacity": {"steps": [1000, 5000, 10_000, 15_000]},
+        "fanout": {"clients": 2000, "entities": 4, "rates": [10, 20, 40, 80, 160, 320, 640], "seconds": 5.0},
+        "latency": {"subscribers": [100, 1000, 5000], "rate": 5, "seconds": 6.0, "modes": ["rest", "database"]},
+        "pollcost": {"rows": [10_000, 100_000, 1_000_000], "subscriptions": [0, 1000, 10_000], "ticks": 50},
+        "workers": {"workers": [1, 2], "clients": 2000, "entities": 4, "rate": 80, "seconds": 5.0},
+    },
+}
+DEFAULT_SCENARIOS = {
+    "smoke": "capacity,fanout,latency,pollcost",
+    "quick": "capacity,fanout,latency,pollcost",
+    "full": "capacity,fanout,latency,pollcost,workers",
+}
+
+
+def median_of(runs):
+    """Median of every numeric field over ``runs`` (dicts of the same shape); other fields from the first."""
+    merged = {}
+    for key, value in runs[0].items():
+        values = [r.get(key) for r in runs]
+        if isinstance(value, bool) or not all(isinstance(v, int | float) for v in values):
+            merged[key] = median_of([v for v in values if v]) if isinstance(value, dict) and all(values) else value
+        else:
+            merged[key] = round(statistics.median(values), 3)
+    return merged
+
+
+def log(*args):
+    print(time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
+
+
+class Session:
+    """One server, one tenant and its entities, and the load generator connected to it."""
+
+    def __init__(self, server_name, tmp, entities, workers=1, database_url=None):
+        self.server = make_server(server_name, tmp, workers=workers, database_url=database_url).start()
+        self.tenant = Tenant(self.server, "bench-tenant", entities)
+        self.generators = []
+
+    def connect(self, clients, client="raw"):
+        gen = LoadGenerator(self.server.url, self.tenant.client_token, self.tenant.entities, clients, client=client)
+        self.generators.append(gen)
+        ready = gen.wait_ready()
+        if ready["failed"]:
+            log(f"  {ready['failed']} of {clients} connections failed: {ready['first_error']}")
+        return ready
+
+    def reset(self):
+        for gen in self.generators:
+            gen.reset()
+
+    def report(self):
+        reports = [gen.report() for gen in self.generators]
+        buckets = {}
+        for r in reports:
+            for b, count in r["buckets"].items():
+                buckets[b] = buckets.get(b, 0) + count
+        return {
+            "received": sum(r["received"] for r in reports),
+            "open": sum(r["open"] for r in reports),
+            "errors": sum(r["errors"] for r in reports),
+            "latency_ms": harness.percentiles(buckets, reports[0]["bucket_ms"]),
+        }
+
+    def generator_procs(self):
+        return [p for gen in self.generators for p in gen.psutil_procs()]
+
+    def writer(self, mode):
+        if mode == "rest":
+            return RestWriter(self.server.url, self.tenant.admin_token)
+        return harness.DatabaseWriter(self.server.database_url, self.tenant.tenant_id)
+
+    def close(self):
+        for gen in self.generators:
+            gen.close()
+        self.server.stop()
+
+
+def measure_window(session, writer, rate, seconds, clients):
+    """Drive writes for ``seconds`` and wait for the deliveries; return what was delivered and what it cost."""
+    counts = harness.subscribers_per_entity(clients, session.tenant.entities)
+    session.reset()
+    server_procs, gen_procs = session.server.procs(), session.generator_procs()
+    me = [harness.psutil.Process()]
+    cpu0 = harness.cpu_seconds(server_procs), harness.cpu_seconds(gen_procs), harness.cpu_seconds(me)
+    t0 = time.monotonic()
+    done = harness.drive_writes(writer, session.tenant.entities, rate, seconds)
+    expected = sum(n * counts[e] for e, n in done["per_entity"].items())
+    # Drain: wait until everything arrived, or nothing more arrives for a second (max 10 s).
+    deadline, last, still = time.monotonic() + 10, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        received = session.report()["received"]
+        if received >= expected:
+            break
+        if received != last:
+            last, still = received, time.monotonic()
+        elif time.monotonic() - still > 1.0:
+            break
+        time.sleep(0.2)
+    report = session.report()
+    wall = time.monotonic() - t0
+    server_cpu = harness.cpu_seconds(server_procs) - cpu0[0]
+    gen_cpu = harness.cpu_seconds(gen_procs) - cpu0[1]
+    writer_cpu = harness.cpu_seconds(me) - cpu0[2]
+    received = report["received"]
+    return {
+        "rate_target": rate,
+        "writes": done["writes"],
+        "write_rate": round(done["writes"] / done["seconds"], 1),
+        "write_errors": len(done["errors"]),
+        "expected": expected,
+        "received": received,
+        "delivered_ratio": round(received / expected, 4) if expected else None,
+        "msgs_per_s": round(received / done["seconds"], 1),
+        "server_cpu_cores": round(server_cpu / wall, 3),
+        "msgs_per_server_cpu_s": round(received / server_cpu, 1) if server_cpu > 0 else None,
+        "generator_cpu_cores": round(gen_cpu / wall, 3),
+        "writer_cpu_cores": round(writer_cpu / wall, 3),
+        "latency_ms": report["latency_ms"],
+        "first_error": done["errors"][0] if done["errors"] else None,
+    }
+
+
+def keeps_up(point):
+    """Delivery kept up: (nearly) every message arrived, writes went at the asked rate, p99 under a second."""
+    latency = point.get("latency_ms") or {}
+    return (
+        (point.get("delivered_ratio") or 0) >= 0.98
+        and point["write_rate"] >= 0.9 * point["rate_target"]
+        and latency.get("p99", 1e9) < 1000
+    )
+
+
+def scenario_capacity(server_name, cfg, opts):
+    """Idle subscribed websocket connections held by one worker, and server RSS per connection."""
+    steps = []
+    with tempfile.TemporaryDirectory() as tmp:
+        session = Session(server_name, tmp, entities=10, database_url=opts.database_url)
+        try:
+            workers = session.server.worker_procs()
+            time.sleep(1)
+            base_rss = harness.rss_bytes(workers)
+            held = 0
+            for target in cfg["steps"]:
+                t0 = time.monotonic()
+                ready = session.connect(target - held)
+                connect_s = time.monotonic() - t0
+                held += ready["connected"]
+                time.sleep(2)
+                rss = harness.rss_bytes(workers)
+                gen_rss = harness.rss_bytes(session.generator_procs())
+                cpu0 = harness.cpu_seconds(workers)
+                time.sleep(3)
+                idle_cpu = (harness.cpu_seconds(workers) - cpu0) / 3
+                t1 = time.monotonic()
+                healthy = requests.get(session.server.url + "/healthz", timeout=30).status_code == 200
+                health_ms = (time.monotonic() - t1) * 1000
+                # One write per entity reaches every held connection?
+                session.reset()
+                writer = session.writer("rest")
+                t2 = time.monotonic()
+                for entity in session.tenant.entities:
+                    writer.write(entity, "capacity", time.time() * 1000.0)
+                deadline, received = time.monotonic() + 30, 0
+                while time.monotonic() < deadline:
+                    received = session.report()["received"]
+                    if received >= held:
+                        break
+                    time.sleep(0.1)
+                broadcast_s = time.monotonic() - t2
+                step = {
+                    "target": target,
+                    "held": held,
+                    "failed": ready["failed"],
+                    "connect_seconds": round(connect_s, 2),
+                    "connects_per_s": round(ready["connected"] / connect_s, 1),
+                    "server_rss_mib": round(rss / 2**20, 1),
+                    "server_rss_base_mib": round(base_rss / 2**20, 1),
+                    "server_kib_per_connection": round((rss - base_rss) / held / 1024, 1) if held else None,
+                    "generator_rss_mib": round(gen_rss / 2**20, 1),
+                    "idle_server_cpu_cores": round(idle_cpu, 3),
+                    "healthz_ms": round(health_ms, 1),
+                    "healthy": healthy,
+                    "broadcast_delivered": received,
+                    "broadcast_seconds": round(broadcast_s, 2),
+                }
+                log(f"  {server_name} capacity {step}")
+                steps.append(step)
+                if ready["failed"] or received < held:
+                    break  # it no longer holds
+        finally:
+            session.close()
+    return {"steps": steps}
+
+
+def scenario_fanout(server_name, cfg, opts, workers=1):
+    """N clients over E entities, REST writes at rising rates until delivery falls behind."""
+    points = []
+    with tempfile.TemporaryDirectory() as tmp:
+        session = Session(server_name, tmp, cfg["entities"], workers=workers, database_url=opts.database_url)
+        try:
+            ready = session.connect(cfg["clients"])
+            writer = session.writer("rest")
+            for rate in cfg.get("rates", [cfg.get("rate")]):
+                clients = ready["connected"]
+                runs = [measure_window(session, writer, rate, cfg["seconds"], clients) for _ in range(opts.runs)]
+                point = median_of(runs)
+                point["runs"] = len(runs)
+                point["keeps_up"] = keeps_up(point)
+                log(
+                    f"  {server_name} fanout rate={rate}/s msgs/s={point['msgs_per_s']} "
+                    f"ratio={point['delivered_ratio']} cpu={point['server_cpu_cores']} "
+                    f"msgs/cpu-s={point['msgs_per_server_cpu_s']} gen={point['generator_cpu_cores']} "
+                    f"p99={(point['latency_ms'] or {}).get('p99')}"
+                )
+                points.append(point)
+                if len(points) >= 2 and not points[-1]["keeps_up"] and not points[-2]["keeps_up"]:
+                    break  # two rates in a row fell behind: one alone may be noise from the shared machine
+        finally:
+            session.close()
+    return {"clients": ready["connected"], "entities": cfg["entities"], "workers": workers, "points": points}
+
+
+def scenario_latency(server_name, cfg, opts):
+    """Write -> client latency percentiles at a steady write rate, all subscribers on one entity."""
+    rows = []
+    for subscribers in cfg["subscribers"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            session = Session(server_name, tmp, entities=1, database_url=opts.database_url)
+            try:
+                ready = session.connect(subscribers)
+                for mode in cfg["modes"]:
+                    if mode == "database" and server_name != "ours":
+                        continue  # the peer has no database
+                    writer = session.writer(mode)
+                    runs = [
+                        measure_window(session, writer, cfg["rate"], cfg["seconds"], ready["connected"])
+                        for _ in range(opts.runs)
+                    ]
+                    writer.close()
+                    row = median_of(runs)
+                    row.update(subscribers=ready["connected"], mode=mode, runs=len(runs))
+                    log(f"  {server_name} latency subs={subscribers} {mode} {row['latency_ms']}")
+                    rows.append(row)
+            finally:
+                session.close()
+    return {"rate": cfg["rate"], "database": "sqlite" if not opts.database_url else "other", "rows": rows}
+
+
+def scenario_workers(server_name, cfg, opts):
+    """Fan-out with 1 and 2 gunicorn workers (ours only). Without REDIS_URL support each worker polls the DB."""
+    if server_name != "ours":
+        return None
+    results = []
+    for workers in cfg["workers"]:
+        result = scenario_fanout(server_name, {**cfg, "rates": [cfg["rate"]]}, opts, workers=workers)
+        results.append(result)
+    redis = "REDIS_URL" in (harness.ROOT / "app" / "config.py").read_text()  # issue 4 adds it
+    return {"message_queue": "redis" if redis else "none (each worker polls the database)", "runs": results}
+
+
+def scenario_pollcost(cfg, opts):
+    """Poll cost as the change log grows (a subprocess of its own: it imports the app)."""
+    import subprocess
+
+    args = [
+        sys.executable,
+        "-m",
+        "bench.pollcost",
+        "--rows",
+        ",".join(map(str, cfg["rows"])),
+        "--subscriptions",
+        ",".join(map(str, cfg["subscriptions"])),
+        "--ticks",
+        str(cfg["ticks"]),
+    ]
+    proc = subprocess.run(args, cwd=harness.ROOT, capture_output=True, text=True, timeout=3600)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    parser.add_argument("--scenarios", help="comma-separated: capacity,fanout,latency,pollcost,workers")
+    parser.add_argument("--servers", default="ours,peer")
+    parser.add_argument("--runs", type=int, help="repeats of each measurement (median reported)")
+    parser.add_argument("--database-url", help="DATABASE_URL for ours (default: a fresh SQLite file per server)")
+    parser.add_argument("--out", help="results file (default bench/results/<profile>-<time>.json)")
+    opts = parser.parse_args()
+    profile = PROFILES[opts.profile]
+    opts.runs = opts.runs or profile["runs"]
+    scenarios = (opts.scenarios or DEFAULT_SCENARIOS[opts.profile]).split(",")
+    servers = opts.servers.split(",")
+    fd_limit = harness.install_cleanup()
+    results = {
+        "profile": opts.profile,
+        "command": " ".join([".venv/bin/python -m bench.run", *sys.argv[1:]]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": harness.machine(),
+        "open_files_limit": fd_limit,
+        "runs_per_point": opts.runs,
+        "config": {s: profile[s] for s in scenarios},
+        "scenarios": {},
+    }
+    started = time.monotonic()
+    for scenario in scenarios:
+        log(f"scenario {scenario}")
+        if scenario == "pollcost":
+            results["scenarios"][scenario] = scenario_pollcost(profile[scenario], opts)
+            continue
+        run = globals()[f"scenario_{scenario}"]
+        results["scenarios"][scenario] = {name: run(name, profile[scenario], opts) for name in servers}
+    results["seconds"] = round(time.monotonic() - started, 1)
+    results["machine"]["load_average_end"] = os.getloadavg()
+    RESULTS.mkdir(exist_ok=True)
+    out = Path(opts.out) if opts.out else RESULTS / f"{opts.profile}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    log(f"wrote {out} in {results['seconds']} s")
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
