@@ -197,13 +197,15 @@ class Tenant:
 class LoadGenerator:
     """N Node processes of bench/loadgen holding ``clients`` subscribed websocket connections."""
 
-    def __init__(self, url, token, entities, clients, client="raw", batch=200, per_process=CLIENTS_PER_GENERATOR):
+    def __init__(
+        self, url, token, entities, clients, client="raw", batch=200, per_process=CLIENTS_PER_GENERATOR, offset=0
+    ):
         self.procs = []
         self._lines = []
         self.clients = clients
-        offset = 0
-        while offset < clients:
-            n = min(per_process, clients - offset)
+        end = offset + clients
+        while offset < end:
+            n = min(per_process, end - offset)
             cfg = {
                 "url": url,
                 "token": token,

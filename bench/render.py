@@ -40,7 +40,7 @@ def ratio(a, b):
 def pick(files):
     """For each scenario, the newest results file that has it: {scenario: (path, results)}."""
     chosen = {}
-    runs = [(p, json.loads(p.read_text())) for p in files]
+    runs = [(p, json.loads(p.read_text())) for p in files if not p.name.startswith("profile-")]
     for path, data in sorted(((p, d) for p, d in runs if "scenarios" in d), key=lambda x: x[1]["started"]):
         for name, body in data["scenarios"].items():
             if body and data["profile"] != "smoke":
@@ -281,9 +281,38 @@ def workers_section(path, data):
     return [*lines, ""]
 
 
+def connect_profile_section(files):
+    """The newest py-spy summary of a connection storm (bench/results/profile-connect-*.json), if any."""
+    profiles = sorted(p for p in files if p.name.startswith("profile-connect-") and p.suffix == ".json")
+    if not profiles:
+        return []
+    path = profiles[-1]
+    data = json.loads(path.read_text())
+    window = data["window"]
+    lines = [
+        "### Profile of one worker during a connection storm (py-spy)",
+        "",
+        f"Command: `{data['command']}` (`{path.relative_to(ROOT)}`; collapsed stacks `{data['collapsed']}`).",
+        "",
+        f"{window['connected']:,} more clients connected and subscribed in {window['connect_seconds']} s while "
+        f"{data['clients']:,} were held; {data['samples']:,} samples. Share of samples whose stack contains "
+        "each frame, then the functions with the most samples of their own:",
+        "",
+        "| where | share of samples |",
+        "|---|---|",
+    ]
+    for label, pct in sorted(data["inclusive_pct"].items(), key=lambda kv: -kv[1]):
+        if pct >= 0.5:
+            lines.append(f"| {label} | {pct}% |")
+    lines += ["", "| function (self time) | share of samples |", "|---|---|"]
+    for frame, pct in data["top_self_pct"][:8]:
+        lines.append(f"| `{frame}` | {pct}% |")
+    return [*lines, ""]
+
+
 def profile_section(files):
-    """The newest py-spy summary (bench/results/profile-*.json), if any."""
-    profiles = sorted(p for p in files if p.name.startswith("profile-"))
+    """The newest py-spy summary of the fan-out (bench/results/profile-<time>.json), if any."""
+    profiles = sorted(p for p in files if p.name.startswith("profile-2") and p.suffix == ".json")
     if not profiles:
         return []
     path = profiles[-1]
@@ -323,6 +352,7 @@ def main():
     parser.add_argument("files", nargs="*", type=Path)
     args = parser.parse_args()
     files = [p.resolve() for p in args.files] or sorted(RESULTS.glob("*.json"))
+    files = [p for p in files if not p.name.startswith("profile-")] + sorted(RESULTS.glob("profile-*.json"))
     chosen = pick(files)
     lines = [BEGIN, "", "## Results", ""]
     lines += machine_section(chosen)
@@ -330,6 +360,7 @@ def main():
         if name in chosen:
             lines += globals()[f"{name}_section"](*chosen[name])
     lines += profile_section(files)
+    lines += connect_profile_section(files)
     lines.append(END)
     text = DOC.read_text()
     block = "\n".join(lines)

@@ -84,12 +84,25 @@ class Session:
         self.generators = []
 
     def connect(self, clients, client="raw"):
-        gen = LoadGenerator(self.server.url, self.tenant.client_token, self.tenant.entities, clients, client=client)
-        self.generators.append(gen)
-        ready = gen.wait_ready()
-        if ready["failed"]:
-            log(f"  {ready['failed']} of {clients} connections failed: {ready['first_error']}")
-        return ready
+        """Connect and subscribe ``clients`` more, one generator process after the other (each connects
+        in batches of 200), so the server never sees more than 200 handshakes at once."""
+        total = {"connected": 0, "failed": 0, "first_error": None, "seconds": 0.0}
+        while clients > 0:
+            n = min(clients, harness.CLIENTS_PER_GENERATOR)
+            offset = sum(g.clients for g in self.generators)
+            gen = LoadGenerator(
+                self.server.url, self.tenant.client_token, self.tenant.entities, n, client=client, offset=offset
+            )
+            self.generators.append(gen)
+            ready = gen.wait_ready()
+            total["connected"] += ready["connected"]
+            total["failed"] += ready["failed"]
+            total["first_error"] = total["first_error"] or ready["first_error"]
+            total["seconds"] += ready["seconds"]
+            clients -= n
+        if total["failed"]:
+            log(f"  {total['failed']} connections failed: {total['first_error']}")
+        return total
 
     def reset(self):
         for gen in self.generators:
