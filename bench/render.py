@@ -126,7 +126,8 @@ def fanout_section(path, data):
         'CPU seconds the server used (all its processes), the issue\'s "per server CPU core" figure: it does '
         "not depend on whether the machine had a core to spare. A rate *keeps up* when at least 98% of the "
         "messages arrive, the writes went at 90% of the asked rate or more, and p99 is under 1 s; the ladder "
-        "stops at the first rate that does not.",
+        "stops after two rates in a row that do not (one alone may be noise from the shared machine); "
+        "(behind) marks those.",
         "",
         "| writes/s | offered msgs/s | ours delivered msgs/s | ours server CPU | ours msgs per CPU-s | ours p50 / p99 "
         "| peer delivered msgs/s | peer server CPU | peer msgs per CPU-s | peer p50 / p99 | ours/peer per CPU-s "
@@ -154,7 +155,7 @@ def fanout_section(path, data):
             f"| {ratio(o.get('msgs_per_server_cpu_s'), p.get('msgs_per_server_cpu_s'))} "
             f"| {fmt(o.get('generator_cpu_cores'), 2)} / {fmt(p.get('generator_cpu_cores'), 2)} |"
         )
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 3.8))
     for name, result in (("ours", ours), ("peer (Node.js)", peer)):
         if not result:
             continue
@@ -162,11 +163,15 @@ def fanout_section(path, data):
         offered = [q["expected"] / (q["writes"] / q["write_rate"]) for q in pts]
         ax1.plot(offered, [q["msgs_per_s"] for q in pts], marker="o", label=name)
         ax2.plot(offered, [q["msgs_per_server_cpu_s"] for q in pts], marker="o", label=name)
+        ax3.plot(offered, [(q["latency_ms"] or {}).get("p99") for q in pts], marker="o", label=name)
     ax1.set_xlabel("offered metric:update msgs/s")
     ax1.set_ylabel("delivered msgs/s")
     ax2.set_xlabel("offered metric:update msgs/s")
     ax2.set_ylabel("delivered msgs per server CPU-second")
-    for ax in (ax1, ax2):
+    ax3.set_xlabel("offered metric:update msgs/s")
+    ax3.set_ylabel("p99 write-to-client latency (ms)")
+    ax3.set_yscale("log")
+    for ax in (ax1, ax2, ax3):
         ax.set_xscale("log")
         ax.legend()
     save(fig, "fanout.png")
@@ -264,7 +269,8 @@ def workers_section(path, data):
         "",
         command_line(path, data),
         "",
-        f"Message queue: {body['message_queue']}. With Redis (`REDIS_URL`, issue 4) this is still pending.",
+        f"Message queue: {body['message_queue']}. Redis rows: `--redis-url redis://...` once the app reads "
+        "`REDIS_URL` (issue 4).",
         "",
         "| workers | writes/s | delivered msgs/s | server CPU | msgs per CPU-s | p50 / p99 | delivered |",
         "|---|---|---|---|---|---|---|",
