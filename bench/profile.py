@@ -11,6 +11,7 @@ function, and inclusive time of the hot-path functions named in ``HOT``).
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def summarize(collapsed_path):
         n = int(count)
         total += n
         frames = stack.split(";")
-        self_counts[frames[-1]] += n
+        self_counts[re.sub(r":\d+\)$", ")", frames[-1])] += n  # by function, not by line
         seen = set()
         for label, needle in HOT.items():
             if label not in seen and any(needle in f for f in frames):

@@ -317,16 +317,20 @@ def connect_profile_section(files):
 
 
 def profile_section(files):
-    """The newest py-spy summary of the fan-out (bench/results/profile-<time>.json), if any."""
-    profiles = sorted(p for p in files if p.name.startswith("profile-2") and p.suffix == ".json")
-    if not profiles:
-        return []
-    path = profiles[-1]
+    """Every py-spy summary of the fan-out (bench/results/profile-<time>.json), by write rate."""
+    profiles = [p for p in files if p.name.startswith("profile-2") and p.suffix == ".json"]
+    lines = []
+    for path in sorted(profiles, key=lambda p: json.loads(p.read_text())["rate"]):
+        lines += one_profile(path)
+    return lines
+
+
+def one_profile(path):
     data = json.loads(path.read_text())
     window = data["window"]
     per_msg_us = 1e6 * window["server_cpu_cores"] / window["msgs_per_s"] if window["msgs_per_s"] else None
     lines = [
-        "### Profile of one worker under fan-out (py-spy)",
+        f"### Profile of one worker under fan-out at {data['rate']:g} writes/s (py-spy)",
         "",
         f"Command: `{data['command']}` (`{path.relative_to(ROOT)}`; collapsed stacks `{data['collapsed']}`, "
         f"flame graph `{data['flamegraph']}`).",
@@ -342,7 +346,12 @@ def profile_section(files):
         "|---|---|",
     ]
     for label, pct in sorted(data["inclusive_pct"].items(), key=lambda kv: -kv[1]):
-        lines.append(f"| {label} | {pct}% |")
+        if pct >= 0.5:
+            lines.append(f"| {label} | {pct}% |")
+    lines += ["", "| function (self time; gevent's C parts count in their Python caller) | share of samples |"]
+    lines.append("|---|---|")
+    for frame, pct in data["top_self_pct"][:10]:
+        lines.append(f"| `{frame}` | {pct}% |")
     return [*lines, ""]
 
 

@@ -25,6 +25,7 @@ from bench import harness
 from bench.harness import LoadGenerator, RestWriter, Tenant, make_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
+CLIENT = "raw"  # load-generator client, --client
 
 PROFILES = {
     "smoke": {
@@ -83,15 +84,16 @@ class Session:
         self.tenant = Tenant(self.server, "bench-tenant", entities)
         self.generators = []
 
-    def connect(self, clients, client="raw"):
+    def connect(self, clients, client=None):
         """Connect and subscribe ``clients`` more, one generator process after the other (each connects
         in batches of 200), so the server never sees more than 200 handshakes at once."""
         total = {"connected": 0, "failed": 0, "first_error": None, "seconds": 0.0}
         while clients > 0:
             n = min(clients, harness.CLIENTS_PER_GENERATOR)
             offset = sum(g.clients for g in self.generators)
+            tenant = self.tenant
             gen = LoadGenerator(
-                self.server.url, self.tenant.client_token, self.tenant.entities, n, client=client, offset=offset
+                self.server.url, tenant.client_token, tenant.entities, n, client=client or CLIENT, offset=offset
             )
             self.generators.append(gen)
             ready = gen.wait_ready()
@@ -354,11 +356,16 @@ def main():
     parser.add_argument("--servers", default="ours,peer")
     parser.add_argument("--runs", type=int, help="repeats of each measurement (median reported)")
     parser.add_argument("--database-url", help="DATABASE_URL for ours (default: a fresh SQLite file per server)")
+    parser.add_argument(
+        "--client", choices=("raw", "socketio"), default="raw", help="load-generator client (default: raw over ws)"
+    )
     parser.add_argument("--redis-url", help="REDIS_URL for ours in the workers scenario (once the app supports it)")
     parser.add_argument("--out", help="results file (default bench/results/<profile>-<time>.json)")
     opts = parser.parse_args()
     profile = PROFILES[opts.profile]
     opts.runs = opts.runs or profile["runs"]
+    global CLIENT
+    CLIENT = opts.client
     scenarios = (opts.scenarios or DEFAULT_SCENARIOS[opts.profile]).split(",")
     servers = opts.servers.split(",")
     fd_limit = harness.install_cleanup()
@@ -369,6 +376,7 @@ def main():
         "machine": harness.machine(),
         "open_files_limit": fd_limit,
         "runs_per_point": opts.runs,
+        "client": opts.client,
         "config": {s: profile[s] for s in scenarios},
         "scenarios": {},
     }
