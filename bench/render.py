@@ -1,6 +1,6 @@
 """Render benchmark results (bench/results/*.json) into docs/benchmarks.md tables and docs/img/ plots.
 
-    .venv/bin/python -m bench.render                      # newest results file of each scenario
+    .venv/bin/python -m bench.render                      # per scenario: newest full run, else newest quick
     .venv/bin/python -m bench.render bench/results/full-20261128-101500.json
 
 Only the part of docs/benchmarks.md between the ``bench:begin`` and ``bench:end`` markers is
@@ -41,7 +41,11 @@ def pick(files):
     """For each scenario, the newest results file that has it: {scenario: (path, results)}."""
     chosen = {}
     runs = [(p, json.loads(p.read_text())) for p in files if not p.name.startswith("profile-")]
-    for path, data in sorted(((p, d) for p, d in runs if "scenarios" in d), key=lambda x: x[1]["started"]):
+    rank = {"quick": 1, "full": 2}  # a full run outranks a newer quick one; then the newest wins
+    ordered = sorted(
+        ((p, d) for p, d in runs if "scenarios" in d), key=lambda x: (rank.get(x[1]["profile"], 0), x[1]["started"])
+    )
+    for path, data in ordered:
         for name, body in data["scenarios"].items():
             if body and data["profile"] != "smoke":
                 chosen[name] = (path, data)
@@ -82,7 +86,8 @@ def capacity_section(path, data):
         "",
         "Connections are added in steps (batches of 200 connects at a time, each subscribed to one of 10 "
         "entities); at each step the server's RSS is read after 2 s, its idle CPU over 3 s, `/healthz` is "
-        "timed, and one write per entity must reach every held connection.",
+        "timed, and one write per entity must reach every held connection. The steps stop at 15,000: the "
+        "container's hard limit on open files is 20,000 per process.",
         "",
         "| held | ours RSS | ours KiB/conn | peer RSS | peer KiB/conn | ours/peer per conn | ours idle CPU "
         "| ours broadcast to all | peer broadcast to all | ours connects/s | peer connects/s |",
