@@ -37,7 +37,15 @@ def ratio(a, b):
     return f"{a / b:.2f}" if a and b else NONE
 
 
-def pick(files):
+def rel(path):
+    """``path`` relative to the repository when it is inside it."""
+    try:
+        return str(Path(path).relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def pick(files, smoke=False):
     """For each scenario, the newest results file that has it: {scenario: (path, results)}."""
     chosen = {}
     runs = [(p, json.loads(p.read_text())) for p in files if not p.name.startswith(("profile-", "memory-"))]
@@ -47,13 +55,13 @@ def pick(files):
     )
     for path, data in ordered:
         for name, body in data["scenarios"].items():
-            if body and data["profile"] != "smoke":
+            if body and (smoke or data["profile"] != "smoke"):
                 chosen[name] = (path, data)
     return chosen
 
 
 def command_line(path, data):
-    return f"Command: `{data['command']}` ({data['profile']} profile, {data['started']}, `{path.relative_to(ROOT)}`)."
+    return f"Command: `{data['command']}` ({data['profile']} profile, {data['started']}, `{rel(path)}`)."
 
 
 def machine_section(chosen):
@@ -66,7 +74,7 @@ def machine_section(chosen):
         m = data["machine"]
         pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
         lines += [
-            f"- `{path.relative_to(ROOT)}`: {m['cpu_model']}, {m['cpus']} cores, {m['memory_gib']} GiB, {m['os']}; "
+            f"- `{rel(path)}`: {m['cpu_model']}, {m['cpus']} cores, {m['memory_gib']} GiB, {m['os']}; "
             f"Python {m['python']}, Node {m['node']}; {pk}; peer socket.io {m['socket.io (peer)']}. "
             f"Load average at start {', '.join(f'{x:.2f}' for x in m['load_average'])}, at end "
             f"{', '.join(f'{x:.2f}' for x in m.get('load_average_end', []))}; "
@@ -305,7 +313,7 @@ def memory_section(files):
     lines = [
         "### Memory of an idle connection, by source line (tracemalloc)",
         "",
-        f"Command: `{data['command']}` (`{path.relative_to(ROOT)}`).",
+        f"Command: `{data['command']}` (`{rel(path)}`).",
         "",
         f"{data['held']:,} subscribed websocket connections held by the app served in one process with "
         f"tracemalloc on: {data['traced_kib_per_connection']} KiB of traced Python allocations per connection "
@@ -333,7 +341,7 @@ def connect_profile_section(files):
     lines = [
         "### Profile of one worker during a connection storm (py-spy)",
         "",
-        f"Command: `{data['command']}` (`{path.relative_to(ROOT)}`; collapsed stacks `{data['collapsed']}`).",
+        f"Command: `{data['command']}` (`{rel(path)}`; collapsed stacks `{data['collapsed']}`).",
         "",
         f"{window['connected']:,} more clients connected and subscribed in {window['connect_seconds']} s while "
         f"{data['clients']:,} were held; {data['samples']:,} samples. Share of samples whose stack contains "
@@ -367,7 +375,7 @@ def one_profile(path):
     lines = [
         f"### Profile of one worker under fan-out at {data['rate']:g} writes/s (py-spy)",
         "",
-        f"Command: `{data['command']}` (`{path.relative_to(ROOT)}`; collapsed stacks `{data['collapsed']}`, "
+        f"Command: `{data['command']}` (`{rel(path)}`; collapsed stacks `{data['collapsed']}`, "
         f"flame graph `{data['flamegraph']}`).",
         "",
         f"{data['clients']:,} clients over {data['entities']} entities, {data['rate']:g} REST writes/s: "
@@ -398,13 +406,17 @@ def save(fig, name):
 
 
 def main():
+    global IMG
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", type=Path)
+    parser.add_argument("--doc", type=Path, default=DOC, help="the page to render into (default docs/benchmarks.md)")
+    parser.add_argument("--img", type=Path, default=IMG, help="where the plots go (default docs/img)")
     args = parser.parse_args()
+    IMG = args.img
     files = [p.resolve() for p in args.files] or sorted(RESULTS.glob("*.json"))
     extras = sorted(RESULTS.glob("profile-*.json")) + sorted(RESULTS.glob("memory-*.json"))
     files = [p for p in files if not p.name.startswith(("profile-", "memory-"))] + extras
-    chosen = pick(files)
+    chosen = pick(files, smoke=bool(args.files))
     lines = [BEGIN, "", "## Results", ""]
     lines += machine_section(chosen)
     for name in SCENARIOS:
@@ -414,15 +426,15 @@ def main():
     lines += connect_profile_section(files)
     lines += memory_section(files)
     lines.append(END)
-    text = DOC.read_text()
+    text = args.doc.read_text() if args.doc.exists() else "# Benchmarks\n"
     block = "\n".join(lines)
     if BEGIN in text:
         head, rest = text.split(BEGIN, 1)
         text = head + block + rest.split(END, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOC.write_text(text)
-    print(f"rendered {', '.join(chosen)} into {DOC.relative_to(ROOT)}")
+    args.doc.write_text(text)
+    print(f"rendered {', '.join(chosen)} into {rel(args.doc)}")
 
 
 if __name__ == "__main__":
