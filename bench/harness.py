@@ -33,13 +33,18 @@ CHILDREN = []  # subprocess.Popen of everything started here
 
 
 def _end_children():
-    for proc in reversed(CHILDREN):
-        if proc.poll() is None:
-            try:
+    live = [proc for proc in reversed(CHILDREN) if proc.poll() is None]
+    for proc in live:
+        with suppress(OSError):
+            proc.terminate()
+    deadline = time.monotonic() + 5
+    for proc in live:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with suppress(OSError):
                 proc.kill()
                 proc.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
 
 
 def _on_signal(signum, _frame):
@@ -167,10 +172,10 @@ class PeerServer:
                 self.proc.wait(timeout=5)
 
 
-def make_server(name, tmp_dir, workers=1, database_url=None):
-    """A stopped server: ``ours`` or ``peer``."""
+def make_server(name, tmp_dir, workers=1, database_url=None, **env):
+    """A stopped server: ``ours`` (``env``: extra environment, e.g. REDIS_URL) or ``peer``."""
     if name == "ours":
-        return OurServer(tmp_dir, workers=workers, database_url=database_url)
+        return OurServer(tmp_dir, workers=workers, database_url=database_url, **env)
     return PeerServer(tmp_dir)
 
 
@@ -197,13 +202,15 @@ class Tenant:
 class LoadGenerator:
     """N Node processes of bench/loadgen holding ``clients`` subscribed websocket connections."""
 
-    def __init__(self, url, token, entities, clients, client="raw", batch=200, per_process=CLIENTS_PER_GENERATOR):
+    def __init__(
+        self, url, token, entities, clients, client="raw", batch=200, per_process=CLIENTS_PER_GENERATOR, offset=0
+    ):
         self.procs = []
         self._lines = []
         self.clients = clients
-        offset = 0
-        while offset < clients:
-            n = min(per_process, clients - offset)
+        end = offset + clients
+        while offset < end:
+            n = min(per_process, end - offset)
             cfg = {
                 "url": url,
                 "token": token,

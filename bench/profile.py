@@ -11,6 +11,7 @@ function, and inclusive time of the hot-path functions named in ``HOT``).
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,12 @@ HOT = {
     "SQLAlchemy (all)": "sqlalchemy/",
     "gevent hub loop / greenlet switches": "run (gevent/hub.py",
     "websocket receive (pings, client frames)": "receive (geventwebsocket/websocket.py",
+    "subscribe (poller lock, catch-up read, snapshot)": "subscribe (app/realtime/poller.py",
+    "entity snapshot queries": "entity_snapshot (app/services/entities.py",
+    "socket connect handler (JWT, session)": "on_connect (app/realtime/namespaces.py",
+    "python-socketio get_rooms (scans every room)": "get_rooms (socketio/base_manager.py",
+    "rate limiter (limits: hits and its MemoryStorage expiry timer)": "(limits/",
+    "token expiry watch": "(app/realtime/expiry.py",
 }
 
 
@@ -55,7 +62,7 @@ def summarize(collapsed_path):
         n = int(count)
         total += n
         frames = stack.split(";")
-        self_counts[frames[-1]] += n
+        self_counts[re.sub(r":\d+\)$", ")", frames[-1])] += n  # by function, not by line
         seen = set()
         for label, needle in HOT.items():
             if label not in seen and any(needle in f for f in frames):
@@ -75,21 +82,41 @@ def main():
     parser.add_argument("--rate", type=float, default=40)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--sample-rate", type=int, default=200)
+    parser.add_argument("--phase", choices=("fanout", "connect"), default="fanout")
+    parser.add_argument("--extra", type=int, default=2500, help="connect phase: clients connected while profiling")
+    parser.add_argument("--resummarize", type=Path, help="recompute the summary of an existing profile JSON")
     opts = parser.parse_args()
+    if opts.resummarize:
+        data = json.loads(opts.resummarize.read_text())
+        data.update(summarize(harness.ROOT / data["collapsed"]))
+        opts.resummarize.write_text(json.dumps(data, indent=2) + "\n")
+        return
     harness.install_cleanup()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(exist_ok=True)
-    raw, svg = RESULTS / f"profile-{stamp}.txt", RESULTS / f"profile-{stamp}.svg"
+    name = "profile" if opts.phase == "fanout" else "profile-connect"
+    raw, svg = RESULTS / f"{name}-{stamp}.txt", RESULTS / f"{name}-{stamp}.svg"
     with tempfile.TemporaryDirectory() as tmp:
         session = Session("ours", tmp, opts.entities)
         try:
             ready = session.connect(opts.clients)
             worker = session.server.worker_procs()[0].pid
             writer = session.writer("rest")
-            measure_window(session, writer, opts.rate, 2, ready["connected"])  # warm up
+            if opts.phase == "fanout":
+                measure_window(session, writer, opts.rate, 2, ready["connected"])  # warm up
             results = {}
-            for fmt, path in (("raw", raw), ("flamegraph", svg)):
+            if opts.phase == "connect":
+                # Profile a connection storm: opts.extra more clients connecting while opts.clients are held.
+                cmd = [py_spy, "record", "--pid", str(worker), "--duration", str(int(opts.seconds))]
+                cmd += ["--rate", str(opts.sample_rate), "--nonblocking", "--format", "raw", "--output", str(raw)]
+                spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                harness.CHILDREN.append(spy)
+                t0 = time.monotonic()
+                more = session.connect(opts.extra)
+                results["raw"] = {"connected": more["connected"], "connect_seconds": round(time.monotonic() - t0, 1)}
+                spy.wait(timeout=120)
+            for fmt, path in (("raw", raw), ("flamegraph", svg)) if opts.phase == "fanout" else ():
                 cmd = [py_spy, "record", "--pid", str(worker), "--duration", str(int(opts.seconds))]
                 cmd += ["--rate", str(opts.sample_rate), "--nonblocking", "--format", fmt, "--output", str(path)]
                 spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -114,10 +141,10 @@ def main():
         "window": results["raw"],
         "machine": harness.machine(),
         "collapsed": str(raw.relative_to(harness.ROOT)),
-        "flamegraph": str(svg.relative_to(harness.ROOT)),
+        "flamegraph": str(svg.relative_to(harness.ROOT)) if svg.exists() else None,
         **summarize(raw),
     }
-    out = RESULTS / f"profile-{stamp}.json"
+    out = RESULTS / f"{name}-{stamp}.json"
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: summary[k] for k in ("samples", "inclusive_pct", "top_self_pct")}, indent=2))
     print(out)

@@ -1,6 +1,6 @@
 """Render benchmark results (bench/results/*.json) into docs/benchmarks.md tables and docs/img/ plots.
 
-    .venv/bin/python -m bench.render                      # newest results file of each scenario
+    .venv/bin/python -m bench.render                      # per scenario: newest full run, else newest quick
     .venv/bin/python -m bench.render bench/results/full-20261128-101500.json
 
 Only the part of docs/benchmarks.md between the ``bench:begin`` and ``bench:end`` markers is
@@ -37,19 +37,31 @@ def ratio(a, b):
     return f"{a / b:.2f}" if a and b else NONE
 
 
-def pick(files):
+def rel(path):
+    """``path`` relative to the repository when it is inside it."""
+    try:
+        return str(Path(path).relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def pick(files, smoke=False):
     """For each scenario, the newest results file that has it: {scenario: (path, results)}."""
     chosen = {}
-    runs = [(p, json.loads(p.read_text())) for p in files]
-    for path, data in sorted(((p, d) for p, d in runs if "scenarios" in d), key=lambda x: x[1]["started"]):
+    runs = [(p, json.loads(p.read_text())) for p in files if not p.name.startswith(("profile-", "memory-"))]
+    rank = {"quick": 1, "full": 2}  # a full run outranks a newer quick one; then the newest wins
+    ordered = sorted(
+        ((p, d) for p, d in runs if "scenarios" in d), key=lambda x: (rank.get(x[1]["profile"], 0), x[1]["started"])
+    )
+    for path, data in ordered:
         for name, body in data["scenarios"].items():
-            if body and data["profile"] != "smoke":
+            if body and (smoke or data["profile"] != "smoke"):
                 chosen[name] = (path, data)
     return chosen
 
 
 def command_line(path, data):
-    return f"Command: `{data['command']}` ({data['profile']} profile, {data['started']}, `{path.relative_to(ROOT)}`)."
+    return f"Command: `{data['command']}` ({data['profile']} profile, {data['started']}, `{rel(path)}`)."
 
 
 def machine_section(chosen):
@@ -62,7 +74,7 @@ def machine_section(chosen):
         m = data["machine"]
         pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
         lines += [
-            f"- `{path.relative_to(ROOT)}`: {m['cpu_model']}, {m['cpus']} cores, {m['memory_gib']} GiB, {m['os']}; "
+            f"- `{rel(path)}`: {m['cpu_model']}, {m['cpus']} cores, {m['memory_gib']} GiB, {m['os']}; "
             f"Python {m['python']}, Node {m['node']}; {pk}; peer socket.io {m['socket.io (peer)']}. "
             f"Load average at start {', '.join(f'{x:.2f}' for x in m['load_average'])}, at end "
             f"{', '.join(f'{x:.2f}' for x in m.get('load_average_end', []))}; "
@@ -82,7 +94,8 @@ def capacity_section(path, data):
         "",
         "Connections are added in steps (batches of 200 connects at a time, each subscribed to one of 10 "
         "entities); at each step the server's RSS is read after 2 s, its idle CPU over 3 s, `/healthz` is "
-        "timed, and one write per entity must reach every held connection.",
+        "timed, and one write per entity must reach every held connection. The steps stop at 15,000: the "
+        "container's hard limit on open files is 20,000 per process.",
         "",
         "| held | ours RSS | ours KiB/conn | peer RSS | peer KiB/conn | ours/peer per conn | ours idle CPU "
         "| ours broadcast to all | peer broadcast to all | ours connects/s | peer connects/s |",
@@ -126,7 +139,8 @@ def fanout_section(path, data):
         'CPU seconds the server used (all its processes), the issue\'s "per server CPU core" figure: it does '
         "not depend on whether the machine had a core to spare. A rate *keeps up* when at least 98% of the "
         "messages arrive, the writes went at 90% of the asked rate or more, and p99 is under 1 s; the ladder "
-        "stops at the first rate that does not.",
+        "stops after two rates in a row that do not (one alone may be noise from the shared machine); "
+        "(behind) marks those.",
         "",
         "| writes/s | offered msgs/s | ours delivered msgs/s | ours server CPU | ours msgs per CPU-s | ours p50 / p99 "
         "| peer delivered msgs/s | peer server CPU | peer msgs per CPU-s | peer p50 / p99 | ours/peer per CPU-s "
@@ -154,7 +168,7 @@ def fanout_section(path, data):
             f"| {ratio(o.get('msgs_per_server_cpu_s'), p.get('msgs_per_server_cpu_s'))} "
             f"| {fmt(o.get('generator_cpu_cores'), 2)} / {fmt(p.get('generator_cpu_cores'), 2)} |"
         )
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 3.8))
     for name, result in (("ours", ours), ("peer (Node.js)", peer)):
         if not result:
             continue
@@ -162,11 +176,15 @@ def fanout_section(path, data):
         offered = [q["expected"] / (q["writes"] / q["write_rate"]) for q in pts]
         ax1.plot(offered, [q["msgs_per_s"] for q in pts], marker="o", label=name)
         ax2.plot(offered, [q["msgs_per_server_cpu_s"] for q in pts], marker="o", label=name)
+        ax3.plot(offered, [(q["latency_ms"] or {}).get("p99") for q in pts], marker="o", label=name)
     ax1.set_xlabel("offered metric:update msgs/s")
     ax1.set_ylabel("delivered msgs/s")
     ax2.set_xlabel("offered metric:update msgs/s")
     ax2.set_ylabel("delivered msgs per server CPU-second")
-    for ax in (ax1, ax2):
+    ax3.set_xlabel("offered metric:update msgs/s")
+    ax3.set_ylabel("p99 write-to-client latency (ms)")
+    ax3.set_yscale("log")
+    for ax in (ax1, ax2, ax3):
         ax.set_xscale("log")
         ax.legend()
     save(fig, "fanout.png")
@@ -222,7 +240,10 @@ def pollcost_section(path, data):
         "The app's own `ChangePoller.tick()` run in-process (`python -m bench.pollcost`) on a SQLite change "
         f"log grown to each size, with placeholder sockets in the rooms of {body['entities']} entities. An "
         f"idle tick reads nothing; a busy tick reads {body['busy_rows_per_tick']} new rows (one per entity) and "
-        "emits them (one packet encoding per emit; the per-socket send is measured by the fan-out scenario). "
+        "emits them (one packet encoding per emit; engine.io is then asked to send to each placeholder and finds "
+        "no socket, so the real per-socket send is left to the fan-out scenario). The busy tick grows with the "
+        "subscribers of the changed entities (100 rows touching every room: one send per subscription), not "
+        "with the size of the table; the idle tick grows with neither. "
         f"SQLite's plan for the poll query: `{'; '.join(body['query_plan'])}`.",
         "",
         "| change_log rows | subscriptions | idle tick median / p95 | poll query alone | busy tick "
@@ -264,7 +285,8 @@ def workers_section(path, data):
         "",
         command_line(path, data),
         "",
-        f"Message queue: {body['message_queue']}. With Redis (`REDIS_URL`, issue 4) this is still pending.",
+        f"Message queue: {body['message_queue']}. Redis rows: `--redis-url redis://...` once the app reads "
+        "`REDIS_URL` (issue 4).",
         "",
         "| workers | writes/s | delivered msgs/s | server CPU | msgs per CPU-s | p50 / p99 | delivered |",
         "|---|---|---|---|---|---|---|",
@@ -281,19 +303,79 @@ def workers_section(path, data):
     return [*lines, ""]
 
 
-def profile_section(files):
-    """The newest py-spy summary (bench/results/profile-*.json), if any."""
-    profiles = sorted(p for p in files if p.name.startswith("profile-"))
+def memory_section(files):
+    """The newest tracemalloc breakdown (bench/results/memory-*.json), if any."""
+    found = sorted(p for p in files if p.name.startswith("memory-") and p.suffix == ".json")
+    if not found:
+        return []
+    path = found[-1]
+    data = json.loads(path.read_text())
+    lines = [
+        "### Memory of an idle connection, by source line (tracemalloc)",
+        "",
+        f"Command: `{data['command']}` (`{rel(path)}`).",
+        "",
+        f"{data['held']:,} subscribed websocket connections held by the app served in one process with "
+        f"tracemalloc on: {data['traced_kib_per_connection']} KiB of traced Python allocations per connection "
+        f"(RSS grew {data['rss_kib_per_connection']} KiB per connection here, tracemalloc's own bookkeeping "
+        "included; 56 KiB under gunicorn without it). A greenlet's saved stack is counted at the line where it "
+        "last switched out.",
+        "",
+        "| allocated at | bytes per connection | blocks per connection |",
+        "|---|---|---|",
+    ]
+    for line in data["top_lines"][:12]:
+        where = line["where"].split("/lib/python3.11/")[-1]
+        lines.append(f"| `{where}` | {line['bytes_per_connection']:,} | {line['blocks_per_connection']} |")
+    return [*lines, ""]
+
+
+def connect_profile_section(files):
+    """The newest py-spy summary of a connection storm (bench/results/profile-connect-*.json), if any."""
+    profiles = sorted(p for p in files if p.name.startswith("profile-connect-") and p.suffix == ".json")
     if not profiles:
         return []
     path = profiles[-1]
     data = json.loads(path.read_text())
     window = data["window"]
+    lines = [
+        "### Profile of one worker during a connection storm (py-spy)",
+        "",
+        f"Command: `{data['command']}` (`{rel(path)}`; collapsed stacks `{data['collapsed']}`).",
+        "",
+        f"{window['connected']:,} more clients connected and subscribed in {window['connect_seconds']} s while "
+        f"{data['clients']:,} were held; {data['samples']:,} samples. Share of samples whose stack contains "
+        "each frame, then the functions with the most samples of their own:",
+        "",
+        "| where | share of samples |",
+        "|---|---|",
+    ]
+    for label, pct in sorted(data["inclusive_pct"].items(), key=lambda kv: -kv[1]):
+        if pct >= 0.5:
+            lines.append(f"| {label} | {pct}% |")
+    lines += ["", "| function (self time) | share of samples |", "|---|---|"]
+    for frame, pct in data["top_self_pct"][:8]:
+        lines.append(f"| `{frame}` | {pct}% |")
+    return [*lines, ""]
+
+
+def profile_section(files):
+    """Every py-spy summary of the fan-out (bench/results/profile-<time>.json), by write rate."""
+    profiles = [p for p in files if p.name.startswith("profile-2") and p.suffix == ".json"]
+    lines = []
+    for path in sorted(profiles, key=lambda p: json.loads(p.read_text())["rate"]):
+        lines += one_profile(path)
+    return lines
+
+
+def one_profile(path):
+    data = json.loads(path.read_text())
+    window = data["window"]
     per_msg_us = 1e6 * window["server_cpu_cores"] / window["msgs_per_s"] if window["msgs_per_s"] else None
     lines = [
-        "### Profile of one worker under fan-out (py-spy)",
+        f"### Profile of one worker under fan-out at {data['rate']:g} writes/s (py-spy)",
         "",
-        f"Command: `{data['command']}` (`{path.relative_to(ROOT)}`; collapsed stacks `{data['collapsed']}`, "
+        f"Command: `{data['command']}` (`{rel(path)}`; collapsed stacks `{data['collapsed']}`, "
         f"flame graph `{data['flamegraph']}`).",
         "",
         f"{data['clients']:,} clients over {data['entities']} entities, {data['rate']:g} REST writes/s: "
@@ -307,7 +389,12 @@ def profile_section(files):
         "|---|---|",
     ]
     for label, pct in sorted(data["inclusive_pct"].items(), key=lambda kv: -kv[1]):
-        lines.append(f"| {label} | {pct}% |")
+        if pct >= 0.5:
+            lines.append(f"| {label} | {pct}% |")
+    lines += ["", "| function (self time; gevent's C parts count in their Python caller) | share of samples |"]
+    lines.append("|---|---|")
+    for frame, pct in data["top_self_pct"][:10]:
+        lines.append(f"| `{frame}` | {pct}% |")
     return [*lines, ""]
 
 
@@ -319,27 +406,35 @@ def save(fig, name):
 
 
 def main():
+    global IMG
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", type=Path)
+    parser.add_argument("--doc", type=Path, default=DOC, help="the page to render into (default docs/benchmarks.md)")
+    parser.add_argument("--img", type=Path, default=IMG, help="where the plots go (default docs/img)")
     args = parser.parse_args()
+    IMG = args.img
     files = [p.resolve() for p in args.files] or sorted(RESULTS.glob("*.json"))
-    chosen = pick(files)
+    extras = sorted(RESULTS.glob("profile-*.json")) + sorted(RESULTS.glob("memory-*.json"))
+    files = [p for p in files if not p.name.startswith(("profile-", "memory-"))] + extras
+    chosen = pick(files, smoke=bool(args.files))
     lines = [BEGIN, "", "## Results", ""]
     lines += machine_section(chosen)
     for name in SCENARIOS:
         if name in chosen:
             lines += globals()[f"{name}_section"](*chosen[name])
     lines += profile_section(files)
+    lines += connect_profile_section(files)
+    lines += memory_section(files)
     lines.append(END)
-    text = DOC.read_text()
+    text = args.doc.read_text() if args.doc.exists() else "# Benchmarks\n"
     block = "\n".join(lines)
     if BEGIN in text:
         head, rest = text.split(BEGIN, 1)
         text = head + block + rest.split(END, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOC.write_text(text)
-    print(f"rendered {', '.join(chosen)} into {DOC.relative_to(ROOT)}")
+    args.doc.write_text(text)
+    print(f"rendered {', '.join(chosen)} into {rel(args.doc)}")
 
 
 if __name__ == "__main__":

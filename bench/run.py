@@ -25,6 +25,7 @@ from bench import harness
 from bench.harness import LoadGenerator, RestWriter, Tenant, make_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
+CLIENT = "raw"  # load-generator client, --client
 
 PROFILES = {
     "smoke": {
@@ -78,18 +79,32 @@ def log(*args):
 class Session:
     """One server, one tenant and its entities, and the load generator connected to it."""
 
-    def __init__(self, server_name, tmp, entities, workers=1, database_url=None):
-        self.server = make_server(server_name, tmp, workers=workers, database_url=database_url).start()
+    def __init__(self, server_name, tmp, entities, workers=1, database_url=None, **env):
+        self.server = make_server(server_name, tmp, workers=workers, database_url=database_url, **env).start()
         self.tenant = Tenant(self.server, "bench-tenant", entities)
         self.generators = []
 
-    def connect(self, clients, client="raw"):
-        gen = LoadGenerator(self.server.url, self.tenant.client_token, self.tenant.entities, clients, client=client)
-        self.generators.append(gen)
-        ready = gen.wait_ready()
-        if ready["failed"]:
-            log(f"  {ready['failed']} of {clients} connections failed: {ready['first_error']}")
-        return ready
+    def connect(self, clients, client=None):
+        """Connect and subscribe ``clients`` more, one generator process after the other (each connects
+        in batches of 200), so the server never sees more than 200 handshakes at once."""
+        total = {"connected": 0, "failed": 0, "first_error": None, "seconds": 0.0}
+        while clients > 0:
+            n = min(clients, harness.CLIENTS_PER_GENERATOR)
+            offset = sum(g.clients for g in self.generators)
+            tenant = self.tenant
+            gen = LoadGenerator(
+                self.server.url, tenant.client_token, tenant.entities, n, client=client or CLIENT, offset=offset
+            )
+            self.generators.append(gen)
+            ready = gen.wait_ready()
+            total["connected"] += ready["connected"]
+            total["failed"] += ready["failed"]
+            total["first_error"] = total["first_error"] or ready["first_error"]
+            total["seconds"] += ready["seconds"]
+            clients -= n
+        if total["failed"]:
+            log(f"  {total['failed']} connections failed: {total['first_error']}")
+        return total
 
     def reset(self):
         for gen in self.generators:
@@ -239,11 +254,11 @@ def scenario_capacity(server_name, cfg, opts):
     return {"steps": steps}
 
 
-def scenario_fanout(server_name, cfg, opts, workers=1):
+def scenario_fanout(server_name, cfg, opts, workers=1, **env):
     """N clients over E entities, REST writes at rising rates until delivery falls behind."""
     points = []
     with tempfile.TemporaryDirectory() as tmp:
-        session = Session(server_name, tmp, cfg["entities"], workers=workers, database_url=opts.database_url)
+        session = Session(server_name, tmp, cfg["entities"], workers=workers, database_url=opts.database_url, **env)
         try:
             ready = session.connect(cfg["clients"])
             writer = session.writer("rest")
@@ -294,15 +309,23 @@ def scenario_latency(server_name, cfg, opts):
 
 
 def scenario_workers(server_name, cfg, opts):
-    """Fan-out with 1 and 2 gunicorn workers (ours only). Without REDIS_URL support each worker polls the DB."""
+    """Fan-out with 1 and 2 gunicorn workers (ours only).
+
+    With ``--redis-url`` (once the app reads REDIS_URL, issue 4) the workers share a message
+    queue; without it each worker polls the database and serves only its own sockets.
+    """
     if server_name != "ours":
         return None
+    supported = "REDIS_URL" in (harness.ROOT / "app" / "config.py").read_text()
+    if opts.redis_url and not supported:
+        raise SystemExit("--redis-url given, but app/config.py does not read REDIS_URL yet (issue 4)")
+    env = {"REDIS_URL": opts.redis_url} if opts.redis_url else {}
     results = []
     for workers in cfg["workers"]:
-        result = scenario_fanout(server_name, {**cfg, "rates": [cfg["rate"]]}, opts, workers=workers)
+        result = scenario_fanout(server_name, {**cfg, "rates": [cfg["rate"]]}, opts, workers=workers, **env)
         results.append(result)
-    redis = "REDIS_URL" in (harness.ROOT / "app" / "config.py").read_text()  # issue 4 adds it
-    return {"message_queue": "redis" if redis else "none (each worker polls the database)", "runs": results}
+    queue = "redis" if opts.redis_url else "none (each worker polls the database); with Redis: pending"
+    return {"message_queue": queue, "runs": results}
 
 
 def scenario_pollcost(cfg, opts):
@@ -333,10 +356,16 @@ def main():
     parser.add_argument("--servers", default="ours,peer")
     parser.add_argument("--runs", type=int, help="repeats of each measurement (median reported)")
     parser.add_argument("--database-url", help="DATABASE_URL for ours (default: a fresh SQLite file per server)")
+    parser.add_argument(
+        "--client", choices=("raw", "socketio"), default="raw", help="load-generator client (default: raw over ws)"
+    )
+    parser.add_argument("--redis-url", help="REDIS_URL for ours in the workers scenario (once the app supports it)")
     parser.add_argument("--out", help="results file (default bench/results/<profile>-<time>.json)")
     opts = parser.parse_args()
     profile = PROFILES[opts.profile]
     opts.runs = opts.runs or profile["runs"]
+    global CLIENT
+    CLIENT = opts.client
     scenarios = (opts.scenarios or DEFAULT_SCENARIOS[opts.profile]).split(",")
     servers = opts.servers.split(",")
     fd_limit = harness.install_cleanup()
@@ -347,6 +376,7 @@ def main():
         "machine": harness.machine(),
         "open_files_limit": fd_limit,
         "runs_per_point": opts.runs,
+        "client": opts.client,
         "config": {s: profile[s] for s in scenarios},
         "scenarios": {},
     }

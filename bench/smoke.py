@@ -1,4 +1,4 @@
-"""make bench-smoke: run every scenario with tiny numbers against both servers and check the results.
+"""make bench-smoke: run every scenario with tiny numbers against both servers, check and render the results.
 
     .venv/bin/python -m bench.smoke
 
@@ -42,6 +42,13 @@ def main():
             [sys.executable, "-m", "bench.run", "--profile", "smoke", "--out", str(out)], cwd=ROOT, check=True
         )
         problems = check(json.loads(out.read_text()))
+        doc = Path(tmp) / "benchmarks.md"
+        render = [sys.executable, "-m", "bench.render", str(out), "--doc", str(doc), "--img", tmp]
+        subprocess.run(render, cwd=ROOT, check=True)
+        rendered = doc.read_text()
+        for heading in ("### 1. Capacity", "### 2. Fan-out", "### 3. Latency", "### 4. Poll cost"):
+            if heading not in rendered:
+                problems.append(f"render: no {heading!r}")
     for problem in problems:
         print("FAIL", problem)
     print("bench smoke: ok" if not problems else f"bench smoke: {len(problems)} problem(s)")

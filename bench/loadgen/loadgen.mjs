@@ -54,7 +54,10 @@ function connectRaw(i) {
     const ws = new WebSocket(`${base}/socket.io/?EIO=4&transport=websocket`, { perMessageDeflate: false });
     const nsp = NS === '/' ? '' : `${NS},`; // Socket.IO packets: <eio 4><type><nsp,><ack id><json>
     let state = 'open';
-    const timer = setTimeout(() => reject(new Error('connect timeout')), 30_000);
+    const timer = setTimeout(() => {
+      ws.terminate(); // a late handshake must not hold a connection nobody counts
+      reject(new Error('connect timeout'));
+    }, 30_000);
     ws.on('message', (buf) => {
       const text = buf.toString();
       if (text === '2') return ws.send('3'); // engine.io ping -> pong
