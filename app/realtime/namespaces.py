@@ -7,14 +7,12 @@ Socket.IO session and subscriptions are rooms.
 import logging
 
 import socketio
-from limits import parse as parse_rate
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 
 from app import errors
 from app.auth import verify_token
 from app.errors import AppError
 from app.logs import socket_context
+from app.realtime.ratelimit import EventRateLimit
 from app.realtime.rooms import DASHBOARD_NAMESPACE, UPDATES_NAMESPACE, room_for
 from app.telemetry import count_error
 from app.validation import require_choice, require_id, require_object
@@ -35,8 +33,7 @@ class EntityNamespace(socketio.Namespace):
         self._config = config
         self._poller = poller
         self._expiry = expiry
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
-        self._rate = parse_rate(config["SOCKET_RATE_LIMIT"])
+        self._rate_limit = EventRateLimit(config["SOCKET_RATE_LIMIT"])
 
     def trigger_event(self, event, *args):
         """Route an event with the socket's ``sid`` and namespace on every log line it causes."""
@@ -54,7 +51,9 @@ class EntityNamespace(socketio.Namespace):
         if event == "disconnect" and not self.server.manager.is_connected(sid, self.namespace):
             return self.on_disconnect(*args)
         try:
-            if not self._limiter.hit(self._rate, self.namespace, sid):
+            with self.session(sid) as session:
+                allowed = self._rate_limit.hit(session)
+            if not allowed:
                 raise AppError(errors.RATE_LIMITED, "too many events; slow down")
             handler = None if event in _RESERVED else getattr(self, f"on_{event}", None)
             if handler is None:
@@ -91,15 +90,20 @@ class EntityNamespace(socketio.Namespace):
         payload = require_object(payload, errors.INVALID_PAYLOAD)
         entity_id = require_id(payload, "entityId", self._config["MAX_ID_LENGTH"], errors.INVALID_PAYLOAD)
         entity_type = require_choice(payload, "entityType", self._config["ENTITY_TYPES"], errors.INVALID_PAYLOAD)
-        tenant_id = self.get_session(sid)["tenant_id"]
-        room = room_for(tenant_id, entity_id)
-        joined = [r for r in self.rooms(sid) if r != sid]
-        if room not in joined and len(joined) >= self._config["MAX_SUBSCRIPTIONS_PER_CONNECTION"]:
+        session = self.get_session(sid)
+        tenant_id = session["tenant_id"]
+        # The socket's subscriptions are kept in its session: asking python-socketio for
+        # a socket's rooms scans every room of the namespace.
+        subscribed = session.get("entities", ())
+        if entity_id not in subscribed and len(subscribed) >= self._config["MAX_SUBSCRIPTIONS_PER_CONNECTION"]:
             raise AppError(
                 errors.TOO_MANY_SUBSCRIPTIONS,
                 f"at most {self._config['MAX_SUBSCRIPTIONS_PER_CONNECTION']} subscriptions per connection",
             )
         snapshot = self._poller.subscribe(sid, self.namespace, tenant_id, entity_id, entity_type)
+        if snapshot:
+            with self.session(sid) as session:
+                session.setdefault("entities", set()).add(entity_id)
         if snapshot and self.activity is not None:
             summary = f"{len(snapshot['tiles'])} tiles, version {snapshot['version']}"
             self.activity.record(tenant_id, [entity_id], "dashboard:initial", summary, 1)
@@ -109,8 +113,9 @@ class EntityNamespace(socketio.Namespace):
         """``unsubscribe {entityId}``: leave the entity's room; nothing more reaches this socket for it."""
         payload = require_object(payload, errors.INVALID_PAYLOAD)
         entity_id = require_id(payload, "entityId", self._config["MAX_ID_LENGTH"], errors.INVALID_PAYLOAD)
-        tenant_id = self.get_session(sid)["tenant_id"]
-        self.leave_room(sid, room_for(tenant_id, entity_id))
+        with self.session(sid) as session:
+            session.setdefault("entities", set()).discard(entity_id)
+        self.leave_room(sid, room_for(session["tenant_id"], entity_id))
         return {"ok": True}
 
 

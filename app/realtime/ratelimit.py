@@ -1,0 +1,32 @@
+"""The per-socket event rate limit, kept in the socket's session."""
+
+import time
+from collections import deque
+
+from limits import parse as parse_rate
+
+
+class EventRateLimit:
+    """At most ``amount`` events per ``period`` seconds per socket, over a moving window.
+
+    Each socket's recent event times live in its Socket.IO session and go with it,
+    so the cost of a check is constant and nothing needs sweeping. (``limits``'
+    MemoryStorage sweeps every key every 10 ms, which grew with the sockets held
+    and took most of a connection storm's CPU; docs/benchmarks.md.)
+    """
+
+    def __init__(self, spec):
+        item = parse_rate(spec)
+        self.amount = item.amount
+        self.period = float(item.get_expiry())
+
+    def hit(self, session, now=None):
+        """Count one event of the socket whose ``session`` this is; False when it is over the limit."""
+        now = time.monotonic() if now is None else now
+        recent = session.get("event_times")
+        if recent is None:
+            recent = session["event_times"] = deque(maxlen=self.amount)
+        if len(recent) == self.amount and now - recent[0] < self.period:
+            return False
+        recent.append(now)
+        return True
