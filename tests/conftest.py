@@ -5,6 +5,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from engineio.payload import Payload
 
+from tests.seed_client import start_seed_example
 from tests.support import BACKENDS, Api, LiveServer, RecordingClient, database_url_for, mint_token, server_env, unique
 
 
@@ -126,3 +127,21 @@ def new_page(browser):
     yield open_page
     for context in contexts:
         context.close()
+
+
+@pytest.fixture
+def node_client(tmp_path):
+    """Start the seed's Node client: ``node_client(url, entity_id, token=None, transports="websocket")``.
+
+    Every run started here is killed at teardown.
+    """
+    runs = []
+
+    def start(url, entity_id, token=None, transports="websocket"):
+        run = start_seed_example(url, entity_id, token, transports, tmp_path / f"seed-example-{len(runs)}.stderr")
+        runs.append(run)
+        return run
+
+    yield start
+    for run in runs:
+        run.stop()

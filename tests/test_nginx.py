@@ -30,7 +30,6 @@ from tests.support import (
     running_server,
     unique,
 )
-from tests.test_node_client import NODE_DIR, SCRIPT, SeedExample
 
 SITE_CONFIG = ROOT / "deploy" / "nginx" / "analytics-svc.conf"
 BACKEND_LINE = re.compile(r"^(\s*server\s+)(\S+:\d+)(\s[^;{]*)?;", re.MULTILINE)
@@ -212,40 +211,6 @@ def backend_of(nginx, backends, request_id):
     answered = entry["upstream"].split(", ")[-1]
     (server,) = [s for s in backends if answered == f"127.0.0.1:{s.port}"]
     return server
-
-
-@pytest.fixture
-def node_client(tmp_path):
-    """Start tests/node/seed_example.mjs against a URL: ``node_client(url, entity_id, token, transports)``."""
-    runs = []
-
-    def start(url, entity_id, token, transports="websocket"):
-        node = shutil.which("node")
-        if node is None:
-            pytest.fail("node is not on PATH: these tests run the seed's JavaScript client (CI has Node 18+)")
-        if not (NODE_DIR / "node_modules" / "socket.io-client").is_dir():
-            pytest.fail(f"socket.io-client is not installed in {NODE_DIR}: run `make install`")
-        env = {k: v for k, v in os.environ.items() if k not in ("TOKEN", "DEBUG", "NODE_OPTIONS")}
-        env.update(SERVER_URL=url, ENTITY_ID=entity_id, TRANSPORTS=transports, TOKEN=token)
-        stderr_path = tmp_path / f"seed-example-{len(runs)}.stderr"
-        with open(stderr_path, "wb") as stderr:
-            proc = subprocess.Popen(
-                [node, SCRIPT.name],
-                cwd=NODE_DIR,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                text=True,
-                bufsize=1,
-            )
-        run = SeedExample(proc, stderr_path)
-        runs.append(run)
-        return run
-
-    yield start
-    for run in runs:
-        run.stop()
 
 
 def view_of(events):
