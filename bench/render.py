@@ -201,20 +201,24 @@ def latency_section(path, data):
         f"All subscribers on one entity, {body['ours']['rate'] if 'ours' in body else ''} writes per second. "
         "Latency is from just before the write (the writer's clock, carried in the value) to the load "
         "generator's receipt, same machine and clock. `rest` is `POST /api/v1/metrics`; `database` inserts "
-        "into `change_log` as an external writer (SQLite here; found at the next poll tick, "
-        "`POLL_INTERVAL=0.1`). PostgreSQL polling and PostgreSQL NOTIFY rows wait for issue 4.",
+        "into `change_log` as an external writer. Database `sqlite` and `postgresql-poll` find such a row at "
+        "the next poll tick (`POLL_INTERVAL=0.1`); `postgresql-notify` is woken by the change log's NOTIFY "
+        "(`CHANGE_NOTIFY=1`, the default on PostgreSQL). A REST write wakes its own worker's poller on any database.",
         "",
-        "| subscribers | write path | server | p50 | p95 | p99 | max | delivered | server CPU |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| subscribers | write path | server | database | p50 | p95 | p99 | max | delivered | server CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = []
     for server in ("ours", "peer"):
         for r in (body.get(server) or {}).get("rows", []):
-            rows.append((r["subscribers"], r["mode"], server, r))
+            database = r.get("database", "sqlite" if server == "ours" else "none")
+            rows.append((r["subscribers"], r["mode"], server + ("" if server == "peer" else f" ({database})"), r))
     for subs, mode, server, r in sorted(rows, key=lambda x: (x[0], x[1], x[2])):
         latency = r["latency_ms"] or {}
+        name, _, database = server.partition(" (")
         lines.append(
-            f"| {fmt(subs)} | {mode} | {server} | {fmt(latency.get('p50'))} ms | {fmt(latency.get('p95'))} ms "
+            f"| {fmt(subs)} | {mode} | {name} | {database.rstrip(')') or '-'} | {fmt(latency.get('p50'))} ms "
+            f"| {fmt(latency.get('p95'))} ms "
             f"| {fmt(latency.get('p99'))} ms | {fmt(latency.get('max'))} ms | {fmt(r['received'])} of "
             f"{fmt(r['expected'])} | {fmt(r['server_cpu_cores'], 2)} |"
         )
@@ -276,31 +280,45 @@ def pollcost_section(path, data):
     return [*lines, "", "![Poll cost](img/pollcost.png)", ""]
 
 
-def workers_section(path, data):
-    body = data["scenarios"]["workers"].get("ours")
-    if not body:
-        return []
-    lines = [
-        "### 5. Multi-worker scaling",
-        "",
-        command_line(path, data),
-        "",
-        f"Message queue: {body['message_queue']}. Redis rows: `--redis-url redis://...` once the app reads "
-        "`REDIS_URL` (issue 4).",
-        "",
-        "| workers | writes/s | delivered msgs/s | server CPU | msgs per CPU-s | p50 / p99 | delivered |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for run in body["runs"]:
-        for p in run["points"]:
-            latency = p["latency_ms"] or {}
-            lines.append(
-                f"| {run['workers']} | {p['rate_target']} | {fmt(p['msgs_per_s'], 0)} "
-                f"| {fmt(p['server_cpu_cores'], 2)} "
-                f"| {fmt(p['msgs_per_server_cpu_s'], 0)} | {fmt(latency.get('p50'))} / {fmt(latency.get('p99'))} ms "
-                f"| {p['delivered_ratio']:.1%} |"
-            )
-    return [*lines, ""]
+def workers_section(picks):
+    """Multi-worker rows, one block per message queue (the newest results of each)."""
+    lines = ["### 5. Multi-worker scaling", ""]
+    for path, data in picks:
+        body = data["scenarios"]["workers"]["ours"]
+        lines += [
+            command_line(path, data),
+            "",
+            f"Message queue: {body['message_queue']}. With Redis the change feed still goes from each "
+            "worker's own poller to its own sockets (docs/deployment.md#redis); Redis carries cross-process emits.",
+            "",
+            "| workers | writes/s | delivered msgs/s | server CPU | msgs per CPU-s | p50 / p99 | delivered |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for run in body["runs"]:
+            for p in run["points"]:
+                latency = p["latency_ms"] or {}
+                lines.append(
+                    f"| {run['workers']} | {p['rate_target']} | {fmt(p['msgs_per_s'], 0)} "
+                    f"| {fmt(p['server_cpu_cores'], 2)} "
+                    f"| {fmt(p['msgs_per_server_cpu_s'], 0)} "
+                    f"| {fmt(latency.get('p50'))} / {fmt(latency.get('p99'))} ms | {p['delivered_ratio']:.1%} |"
+                )
+        lines.append("")
+    return lines
+
+
+def workers_picks(files, smoke=False):
+    """For each message queue of the workers scenario, the results file ``pick`` would choose."""
+    by_queue = {}
+    for path in files:
+        if path.name.startswith(("profile-", "memory-")):
+            continue
+        data = json.loads(path.read_text())
+        body = (data.get("scenarios", {}).get("workers") or {}).get("ours")
+        if body:
+            queue = "redis" if body["message_queue"] == "redis" else "none"
+            by_queue.setdefault(queue, []).append(path)
+    return [pick(paths, smoke)["workers"] for _, paths in sorted(by_queue.items())]
 
 
 def memory_section(files):
@@ -420,7 +438,9 @@ def main():
     lines = [BEGIN, "", "## Results", ""]
     lines += machine_section(chosen)
     for name in SCENARIOS:
-        if name in chosen:
+        if name == "workers":
+            lines += workers_section(workers_picks(files, smoke=bool(args.files))) if name in chosen else []
+        elif name in chosen:
             lines += globals()[f"{name}_section"](*chosen[name])
     lines += profile_section(files)
     lines += connect_profile_section(files)

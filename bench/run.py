@@ -11,6 +11,7 @@ than absolute figures across runs. Results go to bench/results/<profile>-<time>.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -282,49 +283,68 @@ def scenario_fanout(server_name, cfg, opts, workers=1, **env):
     return {"clients": ready["connected"], "entities": cfg["entities"], "workers": workers, "points": points}
 
 
+#: Databases the latency scenario can run ours on (``--databases``), with the environment each needs.
+DATABASES = {
+    "sqlite": {},
+    "postgresql-poll": {"CHANGE_NOTIFY": "0"},
+    "postgresql-notify": {"CHANGE_NOTIFY": "1"},
+}
+
+
+@contextlib.contextmanager
+def database_for(server_name, variant, opts):
+    """``(DATABASE_URL or None, extra environment)`` for one server on ``variant``; a fresh PostgreSQL database."""
+    if server_name != "ours" or variant == "sqlite":
+        yield opts.database_url, {}
+        return
+    from tests.support import postgres_database
+
+    with postgres_database() as url:
+        yield url, DATABASES[variant]
+
+
 def scenario_latency(server_name, cfg, opts):
     """Write -> client latency percentiles at a steady write rate, all subscribers on one entity."""
     rows = []
-    for subscribers in cfg["subscribers"]:
-        with tempfile.TemporaryDirectory() as tmp:
-            session = Session(server_name, tmp, entities=1, database_url=opts.database_url)
-            try:
-                ready = session.connect(subscribers)
-                for mode in cfg["modes"]:
-                    if mode == "database" and server_name != "ours":
-                        continue  # the peer has no database
-                    writer = session.writer(mode)
-                    runs = [
-                        measure_window(session, writer, cfg["rate"], cfg["seconds"], ready["connected"])
-                        for _ in range(opts.runs)
-                    ]
-                    writer.close()
-                    row = median_of(runs)
-                    row.update(subscribers=ready["connected"], mode=mode, runs=len(runs))
-                    log(f"  {server_name} latency subs={subscribers} {mode} {row['latency_ms']}")
-                    rows.append(row)
-            finally:
-                session.close()
-    return {"rate": cfg["rate"], "database": "sqlite" if not opts.database_url else "other", "rows": rows}
+    variants = opts.databases if server_name == "ours" else ["none"]
+    for variant in variants:
+        for subscribers in cfg["subscribers"]:
+            with tempfile.TemporaryDirectory() as tmp, database_for(server_name, variant, opts) as (url, env):
+                session = Session(server_name, tmp, entities=1, database_url=url, **env)
+                try:
+                    ready = session.connect(subscribers)
+                    for mode in cfg["modes"]:
+                        if mode == "database" and server_name != "ours":
+                            continue  # the peer has no database
+                        writer = session.writer(mode)
+                        runs = [
+                            measure_window(session, writer, cfg["rate"], cfg["seconds"], ready["connected"])
+                            for _ in range(opts.runs)
+                        ]
+                        writer.close()
+                        row = median_of(runs)
+                        row.update(subscribers=ready["connected"], mode=mode, runs=len(runs), database=variant)
+                        log(f"  {server_name} latency {variant} subs={subscribers} {mode} {row['latency_ms']}")
+                        rows.append(row)
+                finally:
+                    session.close()
+    return {"rate": cfg["rate"], "database": ",".join(variants), "rows": rows}
 
 
 def scenario_workers(server_name, cfg, opts):
     """Fan-out with 1 and 2 gunicorn workers (ours only).
 
-    With ``--redis-url`` (once the app reads REDIS_URL, issue 4) the workers share a message
-    queue; without it each worker polls the database and serves only its own sockets.
+    With ``--redis-url`` the workers use python-socketio's Redis manager; either way each
+    worker polls the database and serves its own sockets.
     """
     if server_name != "ours":
         return None
-    supported = "REDIS_URL" in (harness.ROOT / "app" / "config.py").read_text()
-    if opts.redis_url and not supported:
-        raise SystemExit("--redis-url given, but app/config.py does not read REDIS_URL yet (issue 4)")
     env = {"REDIS_URL": opts.redis_url} if opts.redis_url else {}
     results = []
     for workers in cfg["workers"]:
         result = scenario_fanout(server_name, {**cfg, "rates": [cfg["rate"]]}, opts, workers=workers, **env)
         results.append(result)
-    queue = "redis" if opts.redis_url else "none (each worker polls the database); with Redis: pending"
+    queue = "redis" if opts.redis_url else "none (each worker polls the database)"
     return {"message_queue": queue, "runs": results}
 
 
@@ -357,9 +377,16 @@ def main():
     parser.add_argument("--runs", type=int, help="repeats of each measurement (median reported)")
     parser.add_argument("--database-url", help="DATABASE_URL for ours (default: a fresh SQLite file per server)")
     parser.add_argument(
+        "--databases",
+        default="sqlite",
+        type=lambda text: [v.strip() for v in text.split(",") if v.strip()],
+        help=f"latency scenario: databases to run ours on, comma-separated, of {', '.join(DATABASES)}"
+        " (PostgreSQL: a fresh database on TEST_POSTGRES_URL's server)",
+    )
+    parser.add_argument(
         "--client", choices=("raw", "socketio"), default="raw", help="load-generator client (default: raw over ws)"
     )
-    parser.add_argument("--redis-url", help="REDIS_URL for ours in the workers scenario (once the app supports it)")
+    parser.add_argument("--redis-url", help="REDIS_URL for ours in the workers scenario")
     parser.add_argument("--out", help="results file (default bench/results/<profile>-<time>.json)")
     opts = parser.parse_args()
     profile = PROFILES[opts.profile]
