@@ -216,11 +216,19 @@ def add_tile(admin, dashboard_id):
 
 def _refused(admin, dashboard_id, form, exc):
     """Show the form again with the service's message on its field, or on top of the page."""
+    _show_error(exc, form)
+    return _dashboard_page(admin, dashboard_id, form, exc.status)
+
+
+def _show_error(exc, form=None):
+    """Tell the admin why the service refused: on the form field it names, else as a flash message.
+
+    NOT_FOUND is not shown here: it propagates and answers 404.
+    """
     if exc.error is errors.NOT_FOUND:
         raise exc
-    if exc.error is errors.CONFLICT or not form.attach_error(exc.message):
+    if form is None or exc.error is errors.CONFLICT or not form.attach_error(exc.message):
         flash(_conflict_message(exc), "error")
-    return _dashboard_page(admin, dashboard_id, form, exc.status)
 
 
 @bp.route("/dashboards/<int:dashboard_id>/tiles/<int:tile_id>/edit", methods=["GET", "POST"])
@@ -240,11 +248,8 @@ def edit_tile(admin, dashboard_id, tile_id):
             fields = dashboards.parse_tile(form.payload(tile.get("thresholds")))
             dashboards.update_tile(tenant, dashboard_id, tile_id, fields, form.expected_version.data)
         except AppError as exc:
-            if exc.error is errors.NOT_FOUND:
-                raise
+            _show_error(exc, form)
             status = exc.status
-            if exc.error is errors.CONFLICT or not form.attach_error(exc.message):
-                flash(_conflict_message(exc), "error")
             # Saving again now is a decision made with the current tile in view.
             form.expected_version.data = current["version"]
         else:
@@ -277,9 +282,7 @@ def remove_tile(admin, dashboard_id, tile_id):
         try:
             dashboards.remove_tile(tenant, dashboard_id, tile_id, form.expected_version.data)
         except AppError as exc:
-            if exc.error is errors.NOT_FOUND:
-                raise
-            flash(_conflict_message(exc), "error")
+            _show_error(exc)
             return redirect(url_for("admin.dashboard", dashboard_id=dashboard_id), 303)
         flash(f"Removed tile “{tile['title']}”.", "success")
         return redirect(url_for("admin.dashboard", dashboard_id=dashboard_id), 303)
@@ -298,9 +301,7 @@ def move_tile(admin, dashboard_id, tile_id):
         try:
             dashboards.move_tile(admin["tenant"], dashboard_id, tile_id, offset, form.expected_version.data)
         except AppError as exc:
-            if exc.error is errors.NOT_FOUND:
-                raise
-            flash(_conflict_message(exc), "error")
+            _show_error(exc)
     return redirect(url_for("admin.dashboard", dashboard_id=dashboard_id), 303)
 
 
@@ -316,9 +317,7 @@ def reorder_tiles(admin, dashboard_id):
         try:
             dashboards.reorder_tiles(admin["tenant"], dashboard_id, tile_ids, form.expected_version.data)
         except AppError as exc:
-            if exc.error is errors.NOT_FOUND:
-                raise
-            flash(_conflict_message(exc), "error")
+            _show_error(exc)
     return redirect(url_for("admin.dashboard", dashboard_id=dashboard_id), 303)
 
 
