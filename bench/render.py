@@ -211,21 +211,21 @@ def latency_section(path, data):
     rows = []
     for server in ("ours", "peer"):
         for r in (body.get(server) or {}).get("rows", []):
-            database = r.get("database", "sqlite" if server == "ours" else "none")
-            rows.append((r["subscribers"], r["mode"], server + ("" if server == "peer" else f" ({database})"), r))
-    for subs, mode, server, r in sorted(rows, key=lambda x: (x[0], x[1], x[2])):
+            database = r.get("database", "sqlite") if server == "ours" else "-"
+            rows.append((r["subscribers"], r["mode"], server, database, r))
+    rows.sort(key=lambda row: row[:4])
+    for subs, mode, server, database, r in rows:
         latency = r["latency_ms"] or {}
-        name, _, database = server.partition(" (")
         lines.append(
-            f"| {fmt(subs)} | {mode} | {name} | {database.rstrip(')') or '-'} | {fmt(latency.get('p50'))} ms "
+            f"| {fmt(subs)} | {mode} | {server} | {database} | {fmt(latency.get('p50'))} ms "
             f"| {fmt(latency.get('p95'))} ms "
             f"| {fmt(latency.get('p99'))} ms | {fmt(latency.get('max'))} ms | {fmt(r['received'])} of "
             f"{fmt(r['expected'])} | {fmt(r['server_cpu_cores'], 2)} |"
         )
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    labels = [f"{s:,}\n{m}\n{srv}" for s, m, srv, _ in sorted(rows, key=lambda x: (x[0], x[1], x[2]))]
+    labels = [f"{s:,}\n{m}\n{srv}" + ("" if db == "-" else f" ({db})") for s, m, srv, db, _ in rows]
     for i, q in enumerate(("p50", "p95", "p99")):
-        values = [(r["latency_ms"] or {}).get(q, 0) for *_, r in sorted(rows, key=lambda x: (x[0], x[1], x[2]))]
+        values = [(r["latency_ms"] or {}).get(q, 0) for *_, r in rows]
         ax.bar([x + (i - 1) * 0.27 for x in range(len(rows))], values, width=0.27, label=q)
     ax.set_xticks(range(len(rows)), labels, fontsize=7)
     ax.set_ylabel("ms")
