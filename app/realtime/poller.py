@@ -106,7 +106,13 @@ class ChangePoller:
                 log.exception("change poll failed; retrying in %.2fs", backoff)
                 self._sio.sleep(backoff)
                 continue
-            if not more:
+            if more or self._wake.is_set():
+                # Busy: tick again, but first let whoever waits for the lock in (a
+                # subscribe); waiting on a set event or ticking at once would not
+                # yield, and a steady stream of changes would starve subscribers.
+                self._wake.clear()
+                self._sio.sleep(0)
+            else:
                 self._wake.wait(self._interval)
                 self._wake.clear()
 
