@@ -34,6 +34,17 @@ SUBSCRIPTIONS = Gauge(
     ["namespace"],
     multiprocess_mode="livesum",
 )
+PACKETS_WRITTEN = Counter(
+    "analytics_socketio_packets_written_total",
+    "Packets handed to sockets, by path: direct (written at once to an idle websocket) or queued "
+    "(engine.io's per-socket queue: polling, a socket still upgrading, or one with packets waiting).",
+    ["path"],
+)
+OUTPUT_BACKLOG = Gauge(
+    "analytics_socket_output_backlog",
+    "Websocket writes waiting for clients that read slower than they are sent to, summed over sockets.",
+    multiprocess_mode="livesum",
+)
 EMITS = Counter(
     "analytics_socketio_emits_total",
     "Socket.IO emits by the server (one per emit call, whatever the number of recipients), per event.",
@@ -103,17 +114,21 @@ def observe_change_age(recorded_at):
 
 
 class SocketSampler(BackgroundLoop):
-    """Sets the socket and subscription gauges of this worker from the Socket.IO manager's rooms.
+    """Sets the socket gauges of this worker from the Socket.IO manager's rooms and its write counts.
 
     Sampling reads the rooms python-socketio keeps anyway, so connect, disconnect,
     subscribe and unsubscribe carry no bookkeeping of their own and the gauges cannot drift.
+    Packet counts are plain integers on the server (a Prometheus update per packet would
+    cost as much as the write), added here once a second.
     """
 
     def __init__(self, sio, interval=SOCKET_SAMPLE_INTERVAL):
         super().__init__(sio, interval)
+        self._written = {"direct": 0, "queued": 0}
 
     def step(self):
-        """Count the sockets and subscriptions of every registered namespace."""
+        """Count the sockets and subscriptions of every registered namespace, and the packets written."""
+        self._count_writes()
         for namespace in self._sio.namespace_handlers:
             rooms = self._sio.manager.rooms.get(namespace, {})
             connected = rooms.get(None, {})
@@ -123,6 +138,13 @@ class SocketSampler(BackgroundLoop):
             )
             SOCKETS.labels(namespace).set(len(connected))
             SUBSCRIPTIONS.labels(namespace).set(subscriptions)
+
+    def _count_writes(self):
+        counts = {"direct": self._sio.direct_writes, "queued": self._sio.queued_writes}
+        for path, count in counts.items():
+            PACKETS_WRITTEN.labels(path).inc(count - self._written[path])
+        self._written = counts
+        OUTPUT_BACKLOG.set(self._sio.output_backlog())
 
 
 def _count_emits(sio):

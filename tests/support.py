@@ -17,6 +17,7 @@ import psycopg
 import pytest
 import requests
 import socketio
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -128,6 +129,18 @@ class _Connection:
             return self._conn.executemany(sql, rows)
         with self._conn.cursor() as cursor:
             cursor.executemany(sql.replace("?", self._placeholder), rows)
+
+
+def scrape_metrics(base_url):
+    """Every sample of the server's ``/metrics`` as ``{(name, sorted label items): value}``."""
+    response = requests.get(base_url + "/metrics", timeout=5)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
 
 
 def free_port():

@@ -23,6 +23,7 @@ from tests.support import (
     free_port,
     mint_token,
     running_server,
+    scrape_metrics,
     server_env,
     unique,
 )
@@ -59,14 +60,7 @@ def clients():
 
 def scrape(server):
     """Every sample of /metrics as ``{(name, sorted label items): value}``."""
-    response = requests.get(server.url + "/metrics", timeout=5)
-    assert response.status_code == 200
-    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
+    return scrape_metrics(server.url)
 
 
 def value(server, name, **labels):
@@ -144,6 +138,8 @@ def test_metrics_has_the_expected_families(server):
         "analytics_poll_failures",
         "analytics_notification_lag_seconds",
         "analytics_change_age_at_emit_seconds",
+        "analytics_socketio_packets_written",
+        "analytics_socket_output_backlog",
     }
     wait_for_value(server, SOCKETS, 0.0, namespace="/dashboard")
     wait_for_value(server, SOCKETS, 0.0, namespace="/analytics/dashboard")

@@ -100,6 +100,16 @@ def sockets_held(pid, port):
     return sum(1 for c in connections if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
 
 
+def server_holds_connection_from(server, port):
+    """True while a worker of ``server`` has an established TCP connection from local port ``port``."""
+    workers = psutil.Process(server.proc.pid).children()
+    return any(
+        connection.status == psutil.CONN_ESTABLISHED and connection.raddr and connection.raddr.port == port
+        for worker in workers
+        for connection in worker.net_connections(kind="tcp")
+    )
+
+
 def wait_for_log(server, text, timeout=DEFAULT_TIMEOUT):
     deadline = time.monotonic() + timeout
     while text not in server.log_tail(2000):
@@ -305,6 +315,16 @@ def test_a_client_that_stops_reading_is_cut_off_and_does_not_hold_up_the_others(
             reader.wait_for("metric:update", lambda d: d["seq"] == fence)
             assert len(reader.of("metric:update")) == (batch + 1) * 1000 + 1
             wait_for_log(server, "is not reading")
+            # The server lets go of the connection at once, while its client still does not read...
+            port = stalled.sock.getsockname()[1]
+            deadline = time.monotonic() + DEFAULT_TIMEOUT
+            while server_holds_connection_from(server, port):
+                assert time.monotonic() < deadline, "the stalled client's connection is still established"
+                time.sleep(0.05)
+            # ...so the client sees it end when it reads again.
+            with pytest.raises(websocket.WebSocketConnectionClosedException):
+                while True:
+                    stalled.recv()
         finally:
             stalled.close()
             reader.disconnect()

@@ -3,18 +3,20 @@
 import logging
 
 from app.background import BackgroundLoop
+from app.realtime.transport import backlog, discard_output
 
 log = logging.getLogger(__name__)
 
 
 class BacklogWatch(BackgroundLoop):
-    """Every ``interval`` seconds, closes the sockets with more than ``limit`` packets queued.
+    """Every ``interval`` seconds, closes the sockets with more than ``limit`` packets not yet sent.
 
-    A socket's packets wait in its own queue while its writer is blocked on a
-    client that does not read; other sockets are not held up, but that queue
-    would grow without bound. Closing the socket takes it out of its rooms at
-    once, so nothing more is queued for it; the client reconnects and gets a
-    fresh ``dashboard:initial`` when it reads again.
+    A socket's packets wait in its engine.io queue or its websocket's output
+    buffer while the client does not read; other sockets are not held up, but
+    that backlog would grow without bound. Closing the socket takes it out of its
+    rooms at once, so nothing more is queued for it, and its connection is shut
+    down, so the client sees it drop and reconnects, getting a fresh
+    ``dashboard:initial``.
     """
 
     def __init__(self, sio, limit, interval=1.0):
@@ -26,7 +28,7 @@ class BacklogWatch(BackgroundLoop):
         """Close every socket over the limit."""
         eio = self._sio.eio
         for sid, socket in list(eio.sockets.items()):
-            queued = socket.queue.qsize()
+            queued = backlog(socket)
             if queued <= self._limit or socket.closed:
                 continue
             log.warning(
@@ -34,5 +36,6 @@ class BacklogWatch(BackgroundLoop):
             )
             # abort: do not wait for the queue to drain, it never would.
             socket.close(wait=False, abort=True, reason=eio.reason.SERVER_DISCONNECT)
+            discard_output(socket)
             eio.sockets.pop(sid, None)
             self.disconnected += 1

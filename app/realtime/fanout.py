@@ -23,6 +23,10 @@ class FanOut:
         self._sio = sio
         self._activity = activity  # a SocketActivity that remembers what was sent, or None
 
+    def batch(self):
+        """A block whose emits leave each socket in one write at its end (``DirectServer.batch``)."""
+        return self._sio.batch()
+
     def _has_subscribers(self, namespace, room):
         return bool(self._sio.manager.rooms.get(namespace, {}).get(room))
 

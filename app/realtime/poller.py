@@ -213,8 +213,9 @@ class ChangePoller:
                 continue  # a late row older than the metric's current value
             outgoing.append(change)
         outgoing.sort(key=lambda c: c.seq)
-        for change in outgoing:
-            if change.kind == CHANGE_METRIC:
-                self._fanout.metric(change)
-            else:
-                self._fanout.dashboard(change, batch.dashboard_users.get(change.dashboard_id, ()))
+        with self._fanout.batch():
+            for change in outgoing:
+                if change.kind == CHANGE_METRIC:
+                    self._fanout.metric(change)
+                else:
+                    self._fanout.dashboard(change, batch.dashboard_users.get(change.dashboard_id, ()))

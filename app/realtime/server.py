@@ -14,6 +14,7 @@ from app.realtime.expiry import TokenExpiryWatch
 from app.realtime.fanout import FanOut
 from app.realtime.namespaces import namespaces_for
 from app.realtime.poller import ChangePoller
+from app.realtime.transport import DirectServer
 from app.telemetry import observe_notification_lag
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class Realtime:
 
     def __init__(self, app):
         config = app.config
-        self.sio = socketio.Server(
+        self.sio = DirectServer(
             async_mode="gevent",
             client_manager=client_manager(config),
             cors_allowed_origins=config["CORS_ALLOWED_ORIGINS"],

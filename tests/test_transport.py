@@ -1,0 +1,192 @@
+"""Direct websocket writes (app/realtime/transport.py): order, completeness and slow readers, on real sockets."""
+
+import threading
+import time
+
+import gevent
+import gevent.socket
+import pytest
+
+from app.realtime.transport import CORK_LIMIT, OutputBuffer
+from tests.support import DEFAULT_TIMEOUT, Api, RecordingClient, mint_token, scrape_metrics
+
+PACKETS = "analytics_socketio_packets_written_total"
+
+
+# --- OutputBuffer on a socket pair ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pair():
+    """A connected pair of gevent sockets with small kernel buffers, so a few hundred KiB fill them."""
+    writer, reader = gevent.socket.socketpair()
+    for sock in (writer, reader):
+        sock.setsockopt(gevent.socket.SOL_SOCKET, gevent.socket.SO_SNDBUF, 4096)
+        sock.setsockopt(gevent.socket.SOL_SOCKET, gevent.socket.SO_RCVBUF, 4096)
+    yield writer, reader
+    writer.close()
+    reader.close()
+
+
+def records(count, size=1000):
+    """``count`` numbered records of ``size`` bytes each."""
+    return [f"{n:08d}".encode().ljust(size, b".") for n in range(count)]
+
+
+def read_exactly(sock, length):
+    chunks, left = [], length
+    while left:
+        chunk = sock.recv(min(left, 65536))
+        assert chunk, "connection closed early"
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def test_writes_to_a_reader_that_is_behind_never_block_and_arrive_whole_and_in_order(pair):
+    writer, reader = pair
+    output = OutputBuffer(writer)
+    sent = records(500)
+    started = time.monotonic()
+    for record in sent:
+        output.write(record)  # a blocking write would hang here: nobody reads yet
+    assert time.monotonic() - started < 1.0
+    assert output.backlog > 0, "the kernel took 500 KB through 4 KiB buffers: the test did not fill them"
+
+    received = read_exactly(reader, sum(map(len, sent)))
+    assert received == b"".join(sent)
+    gevent.wait([gevent.spawn(lambda: None)])  # let the flusher finish its bookkeeping
+    assert output.backlog == 0
+
+
+def test_writers_in_several_greenlets_never_interleave_inside_a_record(pair):
+    writer, reader = pair
+    output = OutputBuffer(writer)
+
+    def write_all(tag):
+        for record in records(200):
+            output.write(tag + record)
+            gevent.sleep(0)  # let the others write in between
+
+    writers = [gevent.spawn(write_all, tag) for tag in (b"A", b"B", b"C")]
+    received = read_exactly(reader, 3 * 200 * 1001)
+    gevent.joinall(writers, raise_error=True)
+    chunks = [received[i : i + 1001] for i in range(0, len(received), 1001)]
+    for tag in (b"A", b"B", b"C"):
+        mine = [chunk[1:] for chunk in chunks if chunk[:1] == tag]
+        assert mine == records(200)
+
+
+def test_corked_writes_leave_together_in_order_and_a_long_cork_sends_early(pair):
+    writer, reader = pair
+    output = OutputBuffer(writer)
+    reader.settimeout(0.05)
+    assert output.cork() and not output.cork()
+    for record in records(3, size=10):
+        output.write(record)
+    with pytest.raises(TimeoutError):
+        reader.recv(100)  # held
+    output.uncork()
+    assert read_exactly(reader, 30) == b"".join(records(3, size=10))
+
+    output.cork()
+    many = records(CORK_LIMIT + 1, size=10)
+    for record in many:
+        output.write(record)
+    assert read_exactly(reader, CORK_LIMIT * 10) == b"".join(many[:CORK_LIMIT])  # sent without waiting for uncork
+    output.uncork()
+    assert read_exactly(reader, 10) == many[-1]
+
+
+def test_discard_drops_the_backlog_and_the_peer_sees_the_connection_end(pair):
+    writer, reader = pair
+    output = OutputBuffer(writer)
+    for record in records(500):
+        output.write(record)
+    assert output.backlog > 0
+    output.discard()
+    with pytest.raises(OSError):
+        output.write(b"after")
+    total = 0
+    with gevent.Timeout(DEFAULT_TIMEOUT):
+        while chunk := reader.recv(65536):
+            total += len(chunk)
+    assert total < 500 * 1000, "the discarded backlog was still sent"
+
+
+# --- On a live server -----------------------------------------------------------------------------------------------
+
+
+def written(server, path):
+    return scrape_metrics(server.url).get((PACKETS, (("path", path),)), 0.0)
+
+
+def wait_for_written(server, path, at_least):
+    deadline = time.monotonic() + DEFAULT_TIMEOUT
+    while (current := written(server, path)) < at_least:
+        assert time.monotonic() < deadline, f"{PACKETS}{{path={path}}} is {current}, expected at least {at_least}"
+        time.sleep(0.05)  # the counters are published once a second
+
+
+def test_websocket_updates_are_written_directly_and_polling_ones_queued_both_complete(
+    live_server, admin_api, entity, tenant
+):
+    entity_id, _ = entity
+    websocket = RecordingClient().connect(live_server.url, mint_token(tenant), transports=("websocket",))
+    polling = RecordingClient().connect(live_server.url, mint_token(tenant), transports=("polling",))
+    try:
+        websocket.subscribe(entity_id)
+        polling.subscribe(entity_id)
+        direct_before, queued_before = written(live_server, "direct"), written(live_server, "queued")
+        writes = 50
+        last = None
+        for value in range(writes):
+            last = admin_api.ingest((entity_id, "ticketsSold", value))["lastSeq"]
+        for client in (websocket, polling):
+            client.wait_for("metric:update", lambda d: d["seq"] == last)
+            values = [u["value"] for u in client.of("metric:update") if u["metricName"] == "ticketsSold"]
+            seqs = [u["seq"] for u in client.of("metric:update")]
+            assert seqs == sorted(set(seqs))
+            assert values[-1] == writes - 1
+        wait_for_written(live_server, "direct", direct_before + len(websocket.of("metric:update")))
+        wait_for_written(live_server, "queued", queued_before + len(polling.of("metric:update")))
+    finally:
+        websocket.disconnect()
+        polling.disconnect()
+
+
+def test_a_client_upgrading_from_polling_while_updates_flow_gets_them_all_in_order(live_server, entity, tenant):
+    entity_id, _ = entity
+    api = Api(live_server.url, mint_token(tenant, roles=("ingest",)))  # the writer thread's own session
+    stop = threading.Event()
+    last_seq = []
+
+    def write_steadily():
+        value = 0
+        while not stop.is_set():
+            last_seq.append(api.ingest((entity_id, "revenue", value))["lastSeq"])
+            value += 1
+
+    writer = threading.Thread(target=write_steadily)
+    writer.start()
+    clients = []
+    try:
+        for _ in range(5):
+            client = RecordingClient()
+            clients.append(client)
+            client.connect(live_server.url, mint_token(tenant), transports=("polling", "websocket"))
+            client.subscribe(entity_id)
+            client.wait_until(lambda c: c.client.transport() == "websocket", what="upgraded to websocket")
+            client.wait_for("metric:update", after=len(client.events))
+    finally:
+        stop.set()
+        writer.join()
+    try:
+        for client in clients:
+            client.wait_for("metric:update", lambda d: d["seq"] == last_seq[-1])
+            seqs = [u["seq"] for u in client.of("metric:update")]
+            assert seqs == sorted(set(seqs)), "an update came twice or out of order across the upgrade"
+            assert set(seqs) <= set(last_seq)
+    finally:
+        for client in clients:
+            client.disconnect()
