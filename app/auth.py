@@ -1,14 +1,20 @@
 """JWT verification shared by the sockets, the REST API and the CLI."""
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import jwt
+from cachetools import TLRUCache
 
 from app import errors
 from app.errors import AppError
 
 MAX_TENANT_LENGTH = 128
+#: How many verified tokens each process remembers (least recently used go first).
+VERIFIED_TOKENS_CACHED = 4096
+#: The longest a verified token is remembered, even when its ``exp`` is further away.
+VERIFIED_TOKEN_MAX_AGE = 60.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,32 @@ def _roles_from(claims):
     return frozenset(roles)
 
 
+def _remember_until(_key, entry, now):
+    """A verified token is remembered until its ``exp`` (leeway not included), at most VERIFIED_TOKEN_MAX_AGE."""
+    _principal, exp = entry
+    return min(exp, now + VERIFIED_TOKEN_MAX_AGE)
+
+
+# Successful verifications of this process, keyed by the token and every setting that
+# decides the outcome (see _cache_key), timed on the wall clock that ``exp`` is read on.
+# No lock: a gevent worker runs one greenlet at a time and the cache never yields
+# (no I/O inside), so a lookup or an insert is never interleaved with another.
+_verified = TLRUCache(maxsize=VERIFIED_TOKENS_CACHED, ttu=_remember_until, timer=time.time)
+
+
+def _cache_key(token, config):
+    audience = config["JWT_AUDIENCE"]
+    return (
+        token,
+        tuple(config["JWT_ALGORITHMS"]),
+        config["JWT_SECRET"],
+        config["JWT_PUBLIC_KEY"],
+        config["JWT_ISSUER"],
+        tuple(audience) if isinstance(audience, list) else audience,
+        config["JWT_LEEWAY_SECONDS"],
+    )
+
+
 def verify_token(token, config):
     """Verify ``token`` and return its :class:`Principal`.
 
@@ -49,11 +81,26 @@ def verify_token(token, config):
     (RS256 with the public key, HS256 with the secret), so a token can never pick
     its key type. Raises :class:`AppError` with MISSING_TOKEN, INVALID_TOKEN,
     TOKEN_EXPIRED or MISSING_TENANT.
+
+    A token verified before under the same settings is answered from a per-process
+    cache until its ``exp`` (at most VERIFIED_TOKEN_MAX_AGE seconds), without
+    decoding it again; refusals are never cached.
     """
     if token is None or (isinstance(token, str) and not token.strip()):
         raise AppError(errors.MISSING_TOKEN)
     if not isinstance(token, str) or len(token) > 8192:
         raise AppError(errors.INVALID_TOKEN)
+    cache_key = _cache_key(token, config)
+    cached = _verified.get(cache_key)
+    if cached is not None:
+        return cached[0]
+    principal, exp = _decode(token, config)
+    _verified[cache_key] = (principal, exp)
+    return principal
+
+
+def _decode(token, config):
+    """Verify ``token`` with PyJWT; return its Principal and its ``exp`` as a float."""
     try:
         algorithm = jwt.get_unverified_header(token).get("alg")
     except jwt.PyJWTError:
@@ -83,12 +130,14 @@ def verify_token(token, config):
     if not isinstance(tenant_id, str) or not tenant_id.strip() or len(tenant_id) > MAX_TENANT_LENGTH:
         raise AppError(errors.MISSING_TENANT)
     subject = claims.get("sub")
-    return Principal(
+    exp = float(claims["exp"])
+    principal = Principal(
         tenant_id=tenant_id,
         subject=subject if isinstance(subject, str) else None,
         roles=_roles_from(claims),
-        expires_at=float(claims["exp"]) + config["JWT_LEEWAY_SECONDS"],
+        expires_at=exp + config["JWT_LEEWAY_SECONDS"],
     )
+    return principal, exp
 
 
 def bearer_token(header_value):

@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import json
 import time
+from unittest.mock import ANY
 
 import jwt
 import pytest
@@ -379,6 +380,45 @@ def test_ingest_accepts_exactly_max_batch(admin_api, entity):
     body = [{"entityId": entity_id, "metricName": "ticketsSold", "value": i} for i in range(1000)]
     assert admin_api.call("POST", "/metrics", 201, json=body)["accepted"] == 1000
     assert metrics_of(admin_api, entity_id)["ticketsSold"]["value"] == 999.0
+
+
+def change_log_of(live_server, tenant):
+    """The tenant's metric rows in the change log, in ``seq`` order: ``[(seq, entity_id, metric_name, value)]``."""
+    return [
+        tuple(row)
+        for row in live_server.database.execute(
+            "SELECT seq, entity_id, metric_name, value FROM change_log WHERE tenant_id = ? AND kind = 'metric'"
+            " ORDER BY seq",
+            (tenant,),
+        )
+    ]
+
+
+def test_batch_is_inserted_in_key_order_and_last_seq_is_its_highest(live_server, tenant, admin_api, entity):
+    first, _ = entity
+    second = unique("event")
+    admin_api.put_entity(second, "event")
+    # Given out of (entity_id, metric_name) order, with one metric twice.
+    points = [(second, "b", 1), (first, "z", 2), (second, "a", 3), (first, "a", 4), (second, "a", 5)]
+
+    result = admin_api.ingest(*points)
+
+    rows = change_log_of(live_server, tenant)
+    assert [(e, m, v) for _, e, m, v in rows] == sorted(points, key=lambda p: p[:2])  # stable: 3 before 5
+    assert result == {"accepted": 5, "lastSeq": rows[-1][0]}
+    last_of_a = next(seq for seq, e, m, v in rows if (e, m, v) == (second, "a", 5))
+    assert metrics_of(admin_api, second)["a"] == {"value": 5.0, "timestamp": ANY, "seq": last_of_a}
+
+
+def test_refused_batch_names_the_first_unknown_entity_and_adds_no_row(live_server, tenant, admin_api, entity):
+    entity_id, _ = entity
+    body = [good(entity_id), good("zz-unknown"), good("aa-unknown"), {**good(entity_id), "entityType": "venue"}]
+
+    response = admin_api.call("POST", "/metrics", json=body)
+
+    assert_error(response, 404, "ANALYTICS_1101", "zz-unknown")
+    assert "aa-unknown" not in response.json()["message"]
+    assert change_log_of(live_server, tenant) == []
 
 
 def good(entity_id, value=999):
