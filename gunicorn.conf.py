@@ -76,7 +76,8 @@ if _env("LOG_FORMAT", "text").lower() == "json":
 
 
 def post_worker_init(worker):
-    """When this worker is told to stop (SIGTERM, or SIGHUP's restart), close its sockets at once.
+    """Serve connections with the app's handler; when this worker is told to stop (SIGTERM, or
+    SIGHUP's restart), close its sockets at once.
 
     Open websockets would otherwise hold the worker for ``graceful_timeout`` and
     then be cut; closed at once, their clients reconnect to another worker or
@@ -84,6 +85,11 @@ def post_worker_init(worker):
     """
     import gevent
 
+    from app.realtime.transport import ConnectionHandler
+
+    # Here, in the worker after gevent's monkey-patching (the master must not import the
+    # app), and before the worker builds its server with this handler class.
+    worker.wsgi_handler = ConnectionHandler
     realtime = worker.wsgi.extensions["realtime"]
 
     def drain_when_told_to_stop():

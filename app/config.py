@@ -188,6 +188,9 @@ def load_config(instance_path):
         "SOCKET_MAX_MESSAGE_BYTES": env_int("SOCKET_MAX_MESSAGE_BYTES", 64 * 1024, 1024),
         # Packets queued for one socket that is not reading before it is disconnected.
         "SOCKET_MAX_BACKLOG": env_int("SOCKET_MAX_BACKLOG", 1000, 10),
+        # Engine.IO heartbeat (whole seconds: engine.io announces them to clients in whole seconds).
+        "SOCKET_PING_INTERVAL": env_int("SOCKET_PING_INTERVAL", 25, 1),
+        "SOCKET_PING_TIMEOUT": env_int("SOCKET_PING_TIMEOUT", 20, 1),
         # Change feed
         "POLL_INTERVAL": env_float("POLL_INTERVAL", 0.1, minimum=0.005),
         "POLL_BATCH_SIZE": env_int("POLL_BATCH_SIZE", 5000, 1),

@@ -2,13 +2,13 @@
 
     .venv/bin/python -m bench.memory --clients 2000
 
-Runs the app as ``wsgi:serve()`` builds it, served by gevent's WSGIServer with
-gevent-websocket's handler (what the gunicorn worker runs, without gunicorn around it), in
-this process with tracemalloc on; connects ``clients`` subscribed websocket connections
+Runs the app as ``wsgi:serve()`` builds it, served by gevent's WSGIServer with the
+app's gevent-websocket handler, ``ConnectionHandler`` (what the gunicorn worker runs,
+without gunicorn around it), in this process with tracemalloc on; connects ``clients`` subscribed websocket connections
 from the Node load generator, and compares snapshots before and after. Writes
 bench/results/memory-<time>.json: Python allocations per connection by source line,
 against the RSS growth per connection (the rest is memory Python does not trace, and
-allocator overhead). Nothing under app/ is changed.
+allocator overhead).
 """
 
 from gevent import monkey
@@ -53,14 +53,14 @@ def main():
     os.environ.update(env)
 
     from gevent.pywsgi import WSGIServer
-    from geventwebsocket.handler import WebSocketHandler  # after the environment is set
 
+    from app.realtime.transport import ConnectionHandler  # after the environment is set
     from bench.harness import LoadGenerator, Tenant
     from wsgi import serve
 
     tracemalloc.start(opts.frames)
     app = serve()
-    server = WSGIServer(("127.0.0.1", port), app, handler_class=WebSocketHandler, log=None)
+    server = WSGIServer(("127.0.0.1", port), app, handler_class=ConnectionHandler, log=None)
     server.start()
 
     class Local:

@@ -50,6 +50,8 @@ class Realtime:
             async_handlers=False,
             # Clients only send small subscribe/unsubscribe messages; a larger one closes the connection.
             max_http_buffer_size=config["SOCKET_MAX_MESSAGE_BYTES"],
+            ping_interval=config["SOCKET_PING_INTERVAL"],
+            ping_timeout=config["SOCKET_PING_TIMEOUT"],
             logger=False,
             engineio_logger=False,
         )
