@@ -18,6 +18,7 @@ Guarantees (see docs/websocket-api.md, "Ordering and delivery"):
   after it, and every update after it has ``seq`` greater than the snapshot's.
 """
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -213,7 +214,8 @@ class ChangePoller:
                 continue  # a late row older than the metric's current value
             outgoing.append(change)
         outgoing.sort(key=lambda c: c.seq)
-        with self._fanout.batch():
+        # Corking pays off when a socket may get several changes; for one it is only overhead.
+        with self._fanout.batch() if len(outgoing) > 1 else contextlib.nullcontext():
             for change in outgoing:
                 if change.kind == CHANGE_METRIC:
                     self._fanout.metric(change)

@@ -83,9 +83,15 @@ class OutputBuffer:
         return True
 
     def uncork(self):
-        """Send the writes held since ``cork`` as one, and stop holding; raise ``OSError`` if the socket failed."""
+        """Send the writes held since ``cork`` as one, and stop holding.
+
+        Does not raise: a failed socket keeps its error, which the next write raises
+        (engine.io's writer meets it and closes the socket).
+        """
         try:
             self._write_corked()
+        except OSError:
+            pass
         finally:
             self._corked = None
 
@@ -252,8 +258,7 @@ class DirectServer(socketio.Server):
         finally:
             corked, self._corked = self._corked, None
             for output in corked:
-                with contextlib.suppress(OSError):  # engine.io's writer meets the error and closes the socket
-                    output.uncork()
+                output.uncork()
 
     def _send_eio_packet(self, eio_sid, eio_pkt):
         transport = getattr(self.eio.sockets.get(eio_sid), TRANSPORT_ATTRIBUTE, None)
