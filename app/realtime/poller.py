@@ -132,7 +132,7 @@ class ChangePoller:
 
         Raises UNKNOWN_ENTITY (after delivering what it read) when the tenant has
         no such entity. Returns None when the socket left meanwhile. Delivering
-        before the snapshot query is safe: emits only queue packets in memory.
+        before the snapshot query is safe: emits never yield (they queue a packet or write it without blocking).
         """
         with self._lock, self._app.app_context():
             with consistent_read():
