@@ -106,6 +106,11 @@ def observe_notification_lag(seconds):
     NOTIFICATION_LAG.observe(max(seconds, 0.0))
 
 
+def set_output_backlog(writes):
+    """Set the websocket writes waiting for slow readers in this process (``BacklogWatch`` counts them)."""
+    OUTPUT_BACKLOG.set(writes)
+
+
 def observe_change_age(recorded_at):
     """Record how old a change is at emit time; naive datetimes are taken as UTC."""
     if recorded_at.tzinfo is None:
@@ -114,7 +119,7 @@ def observe_change_age(recorded_at):
 
 
 class SocketSampler(BackgroundLoop):
-    """Sets the socket gauges of this worker from the Socket.IO manager's rooms and its write counts.
+    """Sets the socket gauges of this worker from the Socket.IO manager's rooms, and its write counts.
 
     Sampling reads the rooms python-socketio keeps anyway, so connect, disconnect,
     subscribe and unsubscribe carry no bookkeeping of their own and the gauges cannot drift.
@@ -144,7 +149,6 @@ class SocketSampler(BackgroundLoop):
         for path, count in counts.items():
             PACKETS_WRITTEN.labels(path).inc(count - self._written[path])
         self._written = counts
-        OUTPUT_BACKLOG.set(self._sio.output_backlog())
 
 
 def _count_emits(sio):

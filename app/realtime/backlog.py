@@ -3,7 +3,8 @@
 import logging
 
 from app.background import BackgroundLoop
-from app.realtime.transport import backlog, discard_output
+from app.realtime.transport import buffered, discard_output
+from app.telemetry import set_output_backlog
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +26,14 @@ class BacklogWatch(BackgroundLoop):
         self.disconnected = 0
 
     def step(self):
-        """Close every socket over the limit."""
+        """Close every socket over the limit; report what the others still have buffered."""
         eio = self._sio.eio
+        still_buffered = 0
         for sid, socket in list(eio.sockets.items()):
-            queued = backlog(socket)
+            in_buffer = buffered(socket)
+            queued = socket.queue.qsize() + in_buffer
             if queued <= self._limit or socket.closed:
+                still_buffered += in_buffer
                 continue
             log.warning(
                 "socket %s is not reading (%d packets queued, limit %d); disconnecting", sid, queued, self._limit
@@ -39,3 +43,5 @@ class BacklogWatch(BackgroundLoop):
             discard_output(socket)
             eio.sockets.pop(sid, None)
             self.disconnected += 1
+        # Here rather than in telemetry's sampler: this sweep already visits every socket.
+        set_output_backlog(still_buffered)

@@ -204,10 +204,10 @@ class ConnectionHandler(WebSocketHandler):
             self.rfile = sock.makefile("rb", self.READ_BUFFER_BYTES)
 
 
-def backlog(eio_socket):
-    """Packets an engine.io socket has not yet handed to the kernel: its queue plus its websocket's buffer."""
+def buffered(eio_socket):
+    """Writes waiting in an engine.io socket's websocket output buffer (0 without a websocket)."""
     transport = getattr(eio_socket, TRANSPORT_ATTRIBUTE, None)
-    return eio_socket.queue.qsize() + (transport.output.backlog if transport is not None else 0)
+    return transport.output.backlog if transport is not None else 0
 
 
 def discard_output(eio_socket):
@@ -281,8 +281,3 @@ class DirectServer(socketio.Server):
 
     def _engineio_server_class(self):
         return EngineServer  # pings from one greenlet, not one per socket (app/realtime/keepalive.py)
-
-    def output_backlog(self):
-        """Writes waiting in the websocket buffers of this process, summed over sockets."""
-        transports = (getattr(eio_socket, TRANSPORT_ATTRIBUTE, None) for eio_socket in list(self.eio.sockets.values()))
-        return sum(transport.output.backlog for transport in transports if transport is not None)
