@@ -143,6 +143,22 @@ def scrape_metrics(base_url):
     }
 
 
+def metric_value(base_url, name, **labels):
+    """One sample of the server's ``/metrics``, 0 when the series does not exist yet."""
+    return scrape_metrics(base_url).get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def wait_for_metric(base_url, name, expected, at_least=False, timeout=DEFAULT_TIMEOUT, **labels):
+    """Wait until the sample equals ``expected`` (or reaches it); gauges and counts are published once a second."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = metric_value(base_url, name, **labels)
+        if current == expected or (at_least and current >= expected):
+            return
+        assert time.monotonic() < deadline, f"{name}{labels} is {current}, expected {expected}"
+        time.sleep(0.05)
+
+
 def free_port():
     """Return a TCP port that is free on 127.0.0.1 right now."""
     with socket.socket() as s:

@@ -21,11 +21,13 @@ from tests.support import (
     LiveServer,
     RecordingClient,
     free_port,
+    metric_value,
     mint_token,
     running_server,
     scrape_metrics,
     server_env,
     unique,
+    wait_for_metric,
 )
 
 SOCKETS = "analytics_socketio_connected_sockets"
@@ -65,18 +67,12 @@ def scrape(server):
 
 def value(server, name, **labels):
     """One sample's value, 0 when the series does not exist yet."""
-    return scrape(server).get((name, tuple(sorted(labels.items()))), 0.0)
+    return metric_value(server.url, name, **labels)
 
 
 def wait_for_value(server, name, expected, at_least=False, **labels):
     """Wait until the sample equals ``expected`` (or reaches it); gauges are sampled once a second per worker."""
-    deadline = time.monotonic() + WAIT
-    while True:
-        current = value(server, name, **labels)
-        if current == expected or (at_least and current >= expected):
-            return
-        assert time.monotonic() < deadline, f"{name}{labels} is {current}, expected {expected}"
-        time.sleep(0.05)
+    wait_for_metric(server.url, name, expected, at_least=at_least, timeout=WAIT, **labels)
 
 
 def log_records(server):

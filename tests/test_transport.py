@@ -8,7 +8,7 @@ import gevent.socket
 import pytest
 
 from app.realtime.transport import CORK_LIMIT, OutputBuffer
-from tests.support import DEFAULT_TIMEOUT, Api, RecordingClient, mint_token, scrape_metrics
+from tests.support import DEFAULT_TIMEOUT, Api, RecordingClient, metric_value, mint_token, wait_for_metric
 
 PACKETS = "analytics_socketio_packets_written_total"
 
@@ -118,14 +118,7 @@ def test_discard_drops_the_backlog_and_the_peer_sees_the_connection_end(pair):
 
 
 def written(server, path):
-    return scrape_metrics(server.url).get((PACKETS, (("path", path),)), 0.0)
-
-
-def wait_for_written(server, path, at_least):
-    deadline = time.monotonic() + DEFAULT_TIMEOUT
-    while (current := written(server, path)) < at_least:
-        assert time.monotonic() < deadline, f"{PACKETS}{{path={path}}} is {current}, expected at least {at_least}"
-        time.sleep(0.05)  # the counters are published once a second
+    return metric_value(server.url, PACKETS, path=path)
 
 
 def test_websocket_updates_are_written_directly_and_polling_ones_queued_both_complete(
@@ -148,8 +141,10 @@ def test_websocket_updates_are_written_directly_and_polling_ones_queued_both_com
             seqs = [u["seq"] for u in client.of("metric:update")]
             assert seqs == sorted(set(seqs))
             assert values[-1] == writes - 1
-        wait_for_written(live_server, "direct", direct_before + len(websocket.of("metric:update")))
-        wait_for_written(live_server, "queued", queued_before + len(polling.of("metric:update")))
+        direct = direct_before + len(websocket.of("metric:update"))
+        queued = queued_before + len(polling.of("metric:update"))
+        wait_for_metric(live_server.url, PACKETS, direct, at_least=True, path="direct")
+        wait_for_metric(live_server.url, PACKETS, queued, at_least=True, path="queued")
     finally:
         websocket.disconnect()
         polling.disconnect()
