@@ -81,16 +81,16 @@ def post_worker_init(worker):
 
     Open websockets would otherwise hold the worker for ``graceful_timeout`` and
     then be cut; closed at once, their clients reconnect to another worker or
-    node within a second, while this worker answers new ones 503.
+    node within a second, while this worker answers Socket.IO requests 503.
     """
     import gevent
 
-    from app.realtime.transport import ConnectionHandler
+    from app.realtime.transport import connection_handler
 
     # Here, in the worker after gevent's monkey-patching (the master must not import the
     # app), and before the worker builds its server with this handler class.
-    worker.wsgi_handler = ConnectionHandler
     realtime = worker.wsgi.extensions["realtime"]
+    worker.wsgi_handler = connection_handler(realtime.refuses_upgrade)
 
     def drain_when_told_to_stop():
         while worker.alive:

@@ -1,14 +1,26 @@
 """Direct websocket writes (app/realtime/transport.py): order, completeness and slow readers, on real sockets."""
 
+import http.client
+import json
+import signal
 import threading
 import time
 
 import gevent
 import gevent.socket
 import pytest
+import websocket
 
 from app.realtime.transport import CORK_LIMIT, OutputBuffer
-from tests.support import DEFAULT_TIMEOUT, Api, RecordingClient, metric_value, mint_token, wait_for_metric
+from tests.support import (
+    DEFAULT_TIMEOUT,
+    Api,
+    RecordingClient,
+    metric_value,
+    mint_token,
+    running_server,
+    wait_for_metric,
+)
 
 PACKETS = "analytics_socketio_packets_written_total"
 
@@ -185,3 +197,66 @@ def test_a_client_upgrading_from_polling_while_updates_flow_gets_them_all_in_ord
     finally:
         for client in clients:
             client.disconnect()
+
+
+# --- Websocket requests the server refuses get a plain HTTP answer, never a 101 and a close ----------------------
+
+WEBSOCKET_HEADERS = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+}
+
+
+def send(connection, path, headers=None):
+    """``(status, body)`` of one request on a kept-alive ``http.client`` connection."""
+    connection.request("GET", path, headers=headers or {})
+    response = connection.getresponse()
+    return response.status, response.read()
+
+
+def test_a_websocket_for_a_session_the_server_does_not_hold_is_refused_400_without_upgrading(live_server):
+    """As Node's engine.io answers; gevent-websocket alone would answer 101, then close."""
+    connection = http.client.HTTPConnection("127.0.0.1", live_server.port, timeout=DEFAULT_TIMEOUT)
+    try:
+        status, body = send(connection, "/socket.io/?EIO=4&transport=websocket&sid=not-a-session", WEBSOCKET_HEADERS)
+        assert status == 400, f"{status} {body!r}"
+        assert json.loads(body) == "Invalid session not-a-session"
+        # The connection is still an HTTP one, and a websocket without a sid still upgrades.
+        assert send(connection, "/healthz")[0] == 200
+    finally:
+        connection.close()
+    ws_url = live_server.url.replace("http", "ws", 1)
+    opened = websocket.create_connection(ws_url + "/socket.io/?EIO=4&transport=websocket")
+    try:
+        assert opened.recv().startswith("0{")  # engine.io's OPEN packet
+    finally:
+        opened.close()
+
+
+def test_a_draining_server_answers_every_socketio_request_503_and_upgrades_none(tmp_path):
+    """Told to stop, the worker refuses what a proxy can retry elsewhere: new sessions, and requests for
+    sessions it does not hold (a proxy's hash can still send a session's requests here while it drains).
+    """
+    with running_server(tmp_path, GRACEFUL_TIMEOUT=30) as server:
+        # Opened and used before the stop, so the draining worker still reads it (it accepts no new ones).
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=DEFAULT_TIMEOUT)
+        try:
+            assert send(connection, "/readyz")[0] == 200
+            server.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + DEFAULT_TIMEOUT
+            while send(connection, "/readyz")[0] != 503:
+                assert time.monotonic() < deadline, "the server never started draining"
+            requests = [
+                ("/socket.io/?EIO=4&transport=websocket", WEBSOCKET_HEADERS),
+                ("/socket.io/?EIO=4&transport=websocket&sid=held-elsewhere", WEBSOCKET_HEADERS),
+                ("/socket.io/?EIO=4&transport=polling", None),
+                ("/socket.io/?EIO=4&transport=polling&sid=held-elsewhere", None),
+            ]
+            for path, headers in requests:
+                status, body = send(connection, path, headers)
+                assert status == 503, f"{path}: {status} {body!r}"
+                assert json.loads(body)["code"] == "ANALYTICS_1300", path
+        finally:
+            connection.close()

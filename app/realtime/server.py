@@ -2,6 +2,7 @@
 
 import json
 import logging
+from urllib.parse import parse_qs
 
 import socketio
 
@@ -76,19 +77,35 @@ class Realtime:
     def wsgi_app(self, flask_wsgi_app):
         """The WSGI application: Socket.IO under ``/socket.io/``, Flask for the rest.
 
-        While draining, new Socket.IO connections are answered 503, so a client
-        retries (and reaches another worker or node) instead of settling here.
+        While draining, every Socket.IO request is answered 503: a new session's,
+        so the client retries (and reaches another worker or node) instead of
+        settling here, and one of a session held elsewhere that a proxy sent here,
+        so the proxy retries it where that session lives (nginx does, for GETs).
         """
         sio_app = socketio.WSGIApp(self.sio, flask_wsgi_app, socketio_path=SOCKETIO_PATH.strip("/"))
 
         def app(environ, start_response):
-            if self.draining and _is_new_socket(environ):
+            if self.draining and _is_socketio(environ):
                 body = json.dumps(AppError(errors.UNAVAILABLE, "server is shutting down").to_dict()).encode()
                 start_response("503 Service Unavailable", [("Content-Type", "application/json"), ("Retry-After", "1")])
                 return [body]
             return sio_app(environ, start_response)
 
         return app
+
+    def refuses_upgrade(self, environ):
+        """Whether a websocket request gets a plain HTTP answer instead of an upgrade.
+
+        Socket.IO requests while draining (503, above), and those for a session
+        this process does not hold (engine.io's 400 "Invalid session"); see
+        ``transport.ConnectionHandler``.
+        """
+        if not _is_socketio(environ):
+            return False
+        if self.draining:
+            return True
+        sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid")
+        return sid is not None and sid[0] not in self.sio.eio.sockets
 
     def start(self):
         """Start the background work of this process."""
@@ -117,8 +134,8 @@ class Realtime:
         self.stop()
 
 
-def _is_new_socket(environ):
-    return environ.get("PATH_INFO", "").startswith(SOCKETIO_PATH) and "sid=" not in environ.get("QUERY_STRING", "")
+def _is_socketio(environ):
+    return environ.get("PATH_INFO", "").startswith(SOCKETIO_PATH)
 
 
 def _change_listener(app, sio, poller):
