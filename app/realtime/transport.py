@@ -1,27 +1,34 @@
-"""Writing Engine.IO packets to websockets without a greenlet hop per packet.
+"""Writing Engine.IO packets to websockets without a greenlet per socket or a hop per packet.
 
 python-engineio hands every packet to a socket's own queue, and the socket's
 writer greenlet wakes up, takes it off and writes it. For a broadcast to
 thousands of sockets that hop is most of the cost (docs/benchmarks.md,
-"Profile"). Here, a packet for an upgraded websocket whose queue is empty is
-written at once by the emitting greenlet, as one websocket frame built once
-per emit; anything else takes engine.io's usual path.
+"Profile"), and every idle connection keeps that greenlet and its queue.
+Here, once a websocket is up, its engine.io queue is replaced by a
+``PacketWriter`` that writes what is put on it at once, and there is no writer
+greenlet (``BufferedWebSocketWSGI``); a broadcast builds its websocket frame
+once per emit (``DirectServer``). A polling socket, and one upgrading from
+polling, keeps engine.io's queue.
 
 Order per socket holds because every byte for a websocket, from either path
 and from gevent-websocket itself (pong and close frames), goes through one
 ``OutputBuffer``: a write never yields, and what the kernel will not take now
 waits in the buffer, behind which later writes queue up, for one flusher
-greenlet. A packet is written directly only while the socket's engine.io
-queue is empty, and engine.io's writer takes packets off that queue and writes
-them without yielding, so a queued packet is never overtaken.
+greenlet. The packets queued before the upgrade completes are written before
+the queue is replaced, without yielding, so none is overtaken.
 """
 
 import contextlib
+import logging
+import queue
 import socket
 
+import engineio.exceptions
 import gevent
 import socketio
+from engineio import packet
 from gevent.pywsgi import WSGIHandler
+from geventwebsocket.exceptions import WebSocketError
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, WebSocket
 
@@ -29,6 +36,8 @@ from app.realtime.keepalive import EngineServer
 
 # The attribute under which an engine.io socket carries its BufferedWebSocketWSGI while the websocket is open.
 TRANSPORT_ATTRIBUTE = "analytics_websocket"
+
+log = logging.getLogger(__name__)
 
 
 #: A corked buffer holds at most this many writes before it sends them anyway.
@@ -87,7 +96,7 @@ class OutputBuffer:
         """Send the writes held since ``cork`` as one, and stop holding.
 
         Does not raise: a failed socket keeps its error, which the next write raises
-        (engine.io's writer meets it and closes the socket).
+        (``BufferedWebSocketWSGI.write_packet`` then closes the websocket).
         """
         try:
             self._write_corked()
@@ -135,15 +144,20 @@ class OutputBuffer:
 
 
 class BufferedWebSocketWSGI:
-    """engine.io's websocket driver for gevent-websocket, with every write going through an ``OutputBuffer``.
+    """engine.io's websocket driver for gevent-websocket, writing through an ``OutputBuffer`` without a writer greenlet.
 
-    Same interface as ``engineio.async_drivers.gevent.WebSocketWSGI``; it also
-    puts itself on the engine.io socket it serves, for ``DirectServer``.
+    Same interface as ``engineio.async_drivers.gevent.WebSocketWSGI``, but it
+    serves the engine.io socket itself instead of calling the socket's
+    ``_websocket_handler``: that handler starts a writer greenlet per socket,
+    waiting on the socket's queue for its whole life (about 8 KiB per idle
+    connection, docs/benchmarks.md). Here, once the websocket is up, the
+    socket's queue is replaced by a ``PacketWriter``, and whatever engine.io
+    sends is written at once by the greenlet sending it. It also puts itself on
+    the engine.io socket it serves, for ``DirectServer``.
     """
 
     def __init__(self, handler, server):
-        self.app = handler
-        self._eio_socket = handler.__self__  # the engine.io Socket whose _websocket_handler this is
+        self._eio_socket = handler.__self__  # the engine.io Socket whose _websocket_handler this stands in for
 
     def __call__(self, environ, start_response):
         if "wsgi.websocket" not in environ:
@@ -151,20 +165,75 @@ class BufferedWebSocketWSGI:
         ws = environ["wsgi.websocket"]
         output = OutputBuffer(ws.handler.socket)
         ws.raw_write = output.write  # frames, pongs and the close frame all take the buffer
-        self._sock = ws  # the name engine.io looks under for a settimeout (gevent-websocket has none)
+        self._sock = ws
         self.environ = environ
         self.output = output
         setattr(self._eio_socket, TRANSPORT_ATTRIBUTE, self)
         try:
-            return self.app(self)
+            return self._serve()
         finally:
             setattr(self._eio_socket, TRANSPORT_ATTRIBUTE, None)
 
-    def writable_now(self):
-        """True when a packet may be written at once: upgraded, open, and nothing in the engine.io queue.
+    def _serve(self):
+        """What ``Socket._websocket_handler`` does (python-engineio 4.15.1), with a ``PacketWriter`` for its writer."""
+        eio_socket = self._eio_socket
+        if eio_socket.connected:  # an upgrade from polling: the probe, then UPGRADE
+            eio_socket.upgrading = True  # engine.io holds packets in the queue meanwhile
+            probe = self._receive()
+            if probe is None or probe.packet_type != packet.PING or probe.data != "probe":
+                eio_socket.upgrading = False
+                return []
+            self.send(packet.Packet(packet.PONG, data="probe").encode())
+            eio_socket.queue.put(packet.Packet(packet.NOOP))  # ends the client's waiting poll
+            upgrade = self._receive()
+            if upgrade is None or upgrade.packet_type != packet.UPGRADE:
+                eio_socket.upgraded = False
+                eio_socket.upgrading = False
+                return []
+            eio_socket.upgraded = True
+            eio_socket.upgrading = False
+        else:
+            eio_socket.connected = True
+            eio_socket.upgraded = True
+        # From here on packets are written as they are sent; those queued before go first
+        # (nothing yields in between, so nothing can come between them).
+        queue, eio_socket.queue = eio_socket.queue, PacketWriter(self)
+        while not queue.empty():
+            eio_socket.queue.put(queue.get_nowait())
+        while True:
+            try:
+                pkt = self._receive()
+            except Exception:  # engine.io ends the connection on any read error too
+                break
+            if pkt is None:  # closed by the client
+                break
+            try:
+                eio_socket.receive(pkt)
+            except engineio.exceptions.UnknownPacketError:
+                pass
+            except engineio.exceptions.SocketIsClosedError:
+                break
+            except Exception:  # as engine.io: log it and end the connection properly
+                log.exception("unexpected error handling a packet from socket %s", eio_socket.sid)
+                break
+        eio_socket.queue.put(None)  # closes the websocket
+        eio_socket.close(wait=False, abort=True, reason=eio_socket.server.reason.TRANSPORT_CLOSE)
+        return []
 
-        The empty queue is what keeps order: engine.io's writer writes what it
-        takes off the queue before it yields.
+    def _receive(self):
+        """The next engine.io packet from the client, or None once the websocket is closed."""
+        data = self._sock.receive()
+        if data is None:
+            return None
+        if len(data) > self._eio_socket.server.max_http_buffer_size:
+            raise ValueError("packet is too large")
+        return packet.Packet(encoded_packet=data)
+
+    def writable_now(self):
+        """True when a packet may be written at once: upgraded, open and nothing in the engine.io queue.
+
+        Until the upgrade completes the socket has its engine.io queue, whose
+        packets must go first; afterwards its queue is a ``PacketWriter``, empty.
         """
         eio_socket = self._eio_socket
         return (
@@ -177,14 +246,63 @@ class BufferedWebSocketWSGI:
             and eio_socket.queue.qsize() == 0
         )
 
+    def write_packet(self, pkt):
+        """Write one engine.io packet now; a failed connection is closed, so its reader ends."""
+        try:
+            if pkt.binary:
+                self._sock.send(pkt.encode(), binary=True)
+            else:
+                self.output.write(text_frame(pkt))
+        except (OSError, WebSocketError):
+            self.close()
+
     def close(self):
-        return self._sock.close()
+        """Send the close frame and let go of the websocket (once)."""
+        if not self._sock.closed:
+            self._sock.close()
 
     def send(self, message):
         return self._sock.send(message)
 
     def wait(self):
         return self._sock.receive()
+
+
+class PacketWriter:
+    """Stands in for an upgraded engine.io socket's queue: a packet put on it is written at once.
+
+    engine.io puts a socket's outgoing packets on its queue (``Socket.send``),
+    and None to end the transport (``Socket.close``); its writer greenlet took
+    them off. Nothing waits for this queue: it is always empty.
+    """
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport):
+        self._transport = transport
+
+    def put(self, pkt, block=True, timeout=None):
+        if pkt is None:
+            self._transport.close()
+        else:
+            self._transport.write_packet(pkt)
+
+    def qsize(self):
+        return 0
+
+    def empty(self):
+        return True
+
+    def join(self):
+        """Nothing to wait for: every packet was handed to the output buffer when put."""
+
+    def task_done(self):
+        """Nothing is taken off this queue."""
+
+    def get(self, block=True, timeout=None):
+        raise queue.Empty
+
+    get_nowait = get
 
 
 class ConnectionHandler(WebSocketHandler):
@@ -295,7 +413,7 @@ class DirectServer(socketio.Server):
                 try:
                     output.write(self._frame)
                 except OSError:
-                    pass  # nothing was written; engine.io's writer meets the error and closes the socket
+                    pass  # nothing was written; engine.io's send below meets the error and closes the websocket
                 else:
                     self.direct_writes += 1
                     return
