@@ -91,6 +91,10 @@ def post_worker_init(worker):
     # app), and before the worker builds its server with this handler class.
     realtime = worker.wsgi.extensions["realtime"]
     worker.wsgi_handler = connection_handler(realtime.refuses_upgrade)
+    # The server calls the Flask app's WSGI callable itself, which is all Flask.__call__
+    # does: an object's __call__ runs in a C frame of its own (Python 3.11), which the
+    # stack of every idle websocket's greenlet would keep (docs/benchmarks.md, memory).
+    worker.wsgi = worker.wsgi.wsgi_app
 
     def drain_when_told_to_stop():
         while worker.alive:

@@ -7,7 +7,7 @@ from flask import Flask
 from app.config import load_config
 from app.database import configure_engine
 from app.extensions import csrf, db, migrate
-from app.logs import RequestIdMiddleware, configure_logging
+from app.logs import configure_logging, with_request_ids
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,5 +57,5 @@ def create_app(config=None):
         realtime.add_background(MetricSimulator(app, realtime.sio))
     app.extensions["realtime"] = realtime
     init_telemetry(app, realtime)
-    app.wsgi_app = RequestIdMiddleware(realtime.wsgi_app(app.wsgi_app))
+    app.wsgi_app = with_request_ids(realtime.wsgi_app(app.wsgi_app))
     return app

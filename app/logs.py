@@ -80,17 +80,17 @@ def request_id_of(header_value):
     return uuid.uuid4().hex
 
 
-class RequestIdMiddleware:
-    """Gives every HTTP request an id: logged on each of its lines and returned as ``X-Request-ID``.
+def with_request_ids(wsgi_app):
+    """``wsgi_app`` giving every HTTP request an id: logged on each of its lines and returned as ``X-Request-ID``.
 
     It wraps the whole WSGI app, Socket.IO transport requests included. The id stays set
     in the request's greenlet after the response, so the server's access line carries it too.
+    A function, not an object with ``__call__``: Python 3.11 runs a called Python function
+    in its caller's C frame, an object's ``__call__`` in a new one, which the stack of every
+    idle websocket's greenlet would then keep (docs/benchmarks.md, memory).
     """
 
-    def __init__(self, wsgi_app):
-        self.wsgi_app = wsgi_app
-
-    def __call__(self, environ, start_response):
+    def app(environ, start_response):
         request_id = request_id_of(environ.get("HTTP_X_REQUEST_ID"))
         environ["HTTP_X_REQUEST_ID"] = request_id
         _request_id.set(request_id)
@@ -99,4 +99,6 @@ class RequestIdMiddleware:
             headers.append(("X-Request-ID", request_id))
             return start_response(status, headers, exc_info)
 
-        return self.wsgi_app(environ, start_with_id)
+        return wsgi_app(environ, start_with_id)
+
+    return app

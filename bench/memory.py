@@ -54,13 +54,15 @@ def main():
 
     from gevent.pywsgi import WSGIServer
 
-    from app.realtime.transport import ConnectionHandler  # after the environment is set
+    from app.realtime.transport import connection_handler  # after the environment is set
     from bench.harness import LoadGenerator, Tenant
     from wsgi import serve
 
     tracemalloc.start(opts.frames)
     app = serve()
-    server = WSGIServer(("127.0.0.1", port), app, handler_class=ConnectionHandler, log=None)
+    # As gunicorn.conf.py's post_worker_init sets up the worker.
+    handler = connection_handler(app.extensions["realtime"].refuses_upgrade)
+    server = WSGIServer(("127.0.0.1", port), app.wsgi_app, handler_class=handler, log=None)
     server.start()
 
     class Local:

@@ -82,14 +82,16 @@ class Realtime:
         settling here, and one of a session held elsewhere that a proxy sent here,
         so the proxy retries it where that session lives (nginx does, for GETs).
         """
-        sio_app = socketio.WSGIApp(self.sio, flask_wsgi_app, socketio_path=SOCKETIO_PATH.strip("/"))
+        handle_socketio = self.sio.handle_request  # what socketio.WSGIApp does, without a __call__ frame (logs.py)
 
         def app(environ, start_response):
-            if self.draining and _is_socketio(environ):
+            if not _is_socketio(environ):
+                return flask_wsgi_app(environ, start_response)
+            if self.draining:
                 body = json.dumps(AppError(errors.UNAVAILABLE, "server is shutting down").to_dict()).encode()
                 start_response("503 Service Unavailable", [("Content-Type", "application/json"), ("Retry-After", "1")])
                 return [body]
-            return sio_app(environ, start_response)
+            return handle_socketio(environ, start_response)
 
         return app
 

@@ -275,6 +275,16 @@ class BufferedWebSocketWSGI:
         return self._sock.receive()
 
 
+def websocket_driver(handler, server):
+    """engine.io's websocket driver: the WSGI app serving one websocket.
+
+    A bound method rather than the object: engine.io calls it, and Python 3.11 runs a
+    called Python method in its caller's C frame, an object's ``__call__`` in a new one,
+    which every idle websocket's greenlet stack would keep (about 750 bytes).
+    """
+    return BufferedWebSocketWSGI(handler, server).__call__
+
+
 class PacketWriter:
     """Stands in for an upgraded engine.io socket's queue: a packet put on it is written at once.
 
@@ -391,7 +401,7 @@ class DirectServer(socketio.Server):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.eio._async = dict(self.eio._async, websocket=BufferedWebSocketWSGI)
+        self.eio._async = dict(self.eio._async, websocket=websocket_driver)
         self._frame_packet = None
         self._frame = None
         self._corked = None  # the OutputBuffers corked by ``batch``, while one runs
