@@ -54,6 +54,8 @@ class OutputBuffer:
 
     def __init__(self, sock):
         self._sock = sock
+        # The OS socket under gevent's (non-blocking): a first try needs none of gevent's waiting.
+        self._send_now = sock._sock.send
         self._pending = []  # a list: an empty deque would cost every idle connection 600 bytes
         self._flusher = None
         self._error = None
@@ -74,7 +76,7 @@ class OutputBuffer:
             self.backlog += 1
             return
         try:
-            sent = self._sock.send(data, 0, timeout=0.0)
+            sent = self._send_now(data)
         except BlockingIOError:
             sent = 0
         except OSError as exc:
@@ -158,6 +160,7 @@ class BufferedWebSocketWSGI:
 
     def __init__(self, handler, server):
         self._eio_socket = handler.__self__  # the engine.io Socket whose _websocket_handler this stands in for
+        self.direct = False  # True while packets may be written straight to the websocket
 
     def __call__(self, environ, start_response):
         if "wsgi.websocket" not in environ:
@@ -226,6 +229,7 @@ class BufferedWebSocketWSGI:
         queued, eio_socket.queue = eio_socket.queue, PacketWriter(self)
         while not queued.empty():
             eio_socket.queue.put(queued.get_nowait())
+        self.direct = not self._sock.closed
 
     def _receive(self):
         """The next engine.io packet from the client, or None once the websocket is closed."""
@@ -237,20 +241,19 @@ class BufferedWebSocketWSGI:
         return packet.Packet(encoded_packet=data)
 
     def writable_now(self):
-        """True when a packet may be written at once: upgraded, open and nothing in the engine.io queue.
+        """True when a packet may be written at once: the websocket is up and open.
 
-        Until the upgrade completes the socket has its engine.io queue, whose
-        packets must go first; afterwards its queue is a ``PacketWriter``, empty.
+        ``direct`` is set once the upgrade is complete and the packets queued
+        before it are written (``_replace_queue``); gevent-websocket may close
+        the websocket by itself (a bad or closing frame from the client).
         """
         eio_socket = self._eio_socket
         return (
-            eio_socket.upgraded
-            and not eio_socket.upgrading
+            self.direct
             and not eio_socket.closing
             and not eio_socket.closed
             and not self._sock.closed
             and not self.output.failed
-            and eio_socket.queue.qsize() == 0
         )
 
     def write_packet(self, pkt):
@@ -265,6 +268,7 @@ class BufferedWebSocketWSGI:
 
     def close(self):
         """Send the close frame and let go of the websocket (once)."""
+        self.direct = False
         if not self._sock.closed:
             self._sock.close()
 
