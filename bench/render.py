@@ -336,7 +336,8 @@ def memory_section(files):
         f"{data['held']:,} subscribed websocket connections held by the app served in one process with "
         f"tracemalloc on: {data['traced_kib_per_connection']} KiB of traced Python allocations per connection "
         f"(RSS grew {data['rss_kib_per_connection']} KiB per connection here, tracemalloc's own bookkeeping "
-        "included; 56 KiB under gunicorn without it). A greenlet's saved stack is counted at the line where it "
+        "included; *Capacity* above has the RSS under gunicorn without it). A greenlet's saved stack is counted "
+        "at the line where it "
         "last switched out.",
         "",
         "| allocated at | bytes per connection | blocks per connection |",
