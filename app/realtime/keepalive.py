@@ -68,9 +68,9 @@ class PingScheduler:
         self._checks.append((time.monotonic() + self._eio.ping_timeout, socket, socket.last_ping))
 
     def _check(self, socket, pinged_at):
-        if socket.closed:
+        if socket.closing or socket.closed:  # closed, or being closed by someone else meanwhile
             self._forget(socket)
-        elif socket.last_ping == pinged_at and not socket.closing:  # no PONG since (a PONG clears last_ping)
+        elif socket.last_ping == pinged_at:  # no PONG since (a PONG clears last_ping)
             log.info("socket %s did not answer its ping within %s s; closing it", socket.sid, self._eio.ping_timeout)
             # abort=False: a CLOSE packet goes out, as engine.io does, for a half-open connection.
             socket.close(wait=False, abort=False, reason=self._eio.reason.PING_TIMEOUT)

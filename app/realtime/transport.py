@@ -169,7 +169,6 @@ class BufferedWebSocketWSGI:
         output = OutputBuffer(ws.handler.socket)
         ws.raw_write = output.write  # frames, pongs and the close frame all take the buffer
         self._sock = ws
-        self.environ = environ
         self.output = output
         setattr(self._eio_socket, TRANSPORT_ATTRIBUTE, self)
         try:
@@ -274,9 +273,6 @@ class BufferedWebSocketWSGI:
 
     def send(self, message):
         return self._sock.send(message)
-
-    def wait(self):
-        return self._sock.receive()
 
 
 def websocket_driver(handler, server):
