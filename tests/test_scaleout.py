@@ -13,6 +13,7 @@ import time
 import psutil
 import pytest
 import redis
+import requests
 import socketio
 import websocket
 
@@ -328,3 +329,30 @@ def test_a_client_that_stops_reading_is_cut_off_and_does_not_hold_up_the_others(
         finally:
             stalled.close()
             reader.disconnect()
+
+
+def test_a_polling_client_that_stops_polling_is_cut_off_past_the_limit(tmp_path):
+    """Its packets wait in its engine.io queue; past SOCKET_MAX_BACKLOG the session is closed."""
+    with running_server(tmp_path, SOCKET_MAX_BACKLOG="10") as server:
+        tenant, api = setup_tenant(server)
+        base = f"{server.url}/socket.io/?EIO=4&transport=polling"
+        session = requests.Session()
+        sid = json.loads(session.get(base, timeout=DEFAULT_TIMEOUT).text[1:])["sid"]  # "0{...}": OPEN
+        url = f"{base}&sid={sid}"
+
+        def post(text):
+            assert session.post(url, data=text, timeout=DEFAULT_TIMEOUT).status_code == 200
+
+        def poll():
+            return session.get(url, timeout=DEFAULT_TIMEOUT)
+
+        post("40/dashboard," + json.dumps({"token": mint_token(tenant)}))
+        assert "40/dashboard," in poll().text
+        post("42/dashboard," + json.dumps(["subscribe", {"entityId": ENTITY, "entityType": "event"}]))
+        assert "dashboard:initial" in poll().text
+
+        # It stops polling; a write of 20 metrics queues 20 updates for it.
+        api.ingest(*[(ENTITY, f"metric-{i}", float(i)) for i in range(20)])
+        wait_for_log(server, "is not reading")
+        refused = poll()
+        assert (refused.status_code, refused.json()) == (400, f"Invalid session {sid}")

@@ -17,7 +17,8 @@ class BacklogWatch(BackgroundLoop):
     that backlog would grow without bound. Closing the socket takes it out of its
     rooms at once, so nothing more is queued for it, and its connection is shut
     down, so the client sees it drop and reconnects, getting a fresh
-    ``dashboard:initial``.
+    ``dashboard:initial``. Only the sockets that had something waiting since the
+    last look are visited (``EngineServer.backed_up``), not every socket held.
     """
 
     def __init__(self, sio, limit, interval=1.0):
@@ -28,20 +29,26 @@ class BacklogWatch(BackgroundLoop):
     def step(self):
         """Close every socket over the limit; report what the others still have buffered."""
         eio = self._sio.eio
+        backed_up = eio.backed_up
         still_buffered = 0
-        for sid, socket in list(eio.sockets.items()):
+        for socket in list(backed_up):
             in_buffer = buffered(socket)
             queued = socket.queue.qsize() + in_buffer
-            if queued <= self._limit or socket.closed:
+            if socket.closed or not queued:
+                backed_up.discard(socket)  # added again when something waits for it again
+                continue
+            if queued <= self._limit:
                 still_buffered += in_buffer
                 continue
             log.warning(
-                "socket %s is not reading (%d packets queued, limit %d); disconnecting", sid, queued, self._limit
+                "socket %s is not reading (%d packets queued, limit %d); disconnecting", socket.sid, queued, self._limit
             )
             # abort: do not wait for the queue to drain, it never would.
             socket.close(wait=False, abort=True, reason=eio.reason.SERVER_DISCONNECT)
             discard_output(socket)
-            eio.sockets.pop(sid, None)
+            if eio.sockets.get(socket.sid) is socket:
+                del eio.sockets[socket.sid]
+            backed_up.discard(socket)
             self.disconnected += 1
-        # Here rather than in telemetry's sampler: this sweep already visits every socket.
+        # Here rather than in telemetry's sampler: this sweep already visits every socket with a backlog.
         set_output_backlog(still_buffered)

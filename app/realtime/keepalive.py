@@ -88,6 +88,9 @@ class EngineServer(engineio.Server):
         kwargs["monitor_clients"] = False  # the PingScheduler checks the timeouts
         super().__init__(*args, **kwargs)
         self.pings = PingScheduler(self)
+        # The sockets whose packets may be waiting (a websocket's output buffer, a polling
+        # socket's queue), added by app/realtime/transport.py, swept by BacklogWatch.
+        self.backed_up = set()
 
     def start_background_task(self, target, *args, **kwargs):
         if getattr(target, "__func__", None) is Socket._send_ping and not args and not kwargs:

@@ -52,8 +52,11 @@ class OutputBuffer:
     Between ``cork`` and ``uncork`` writes are collected and sent as one.
     """
 
-    def __init__(self, sock):
+    def __init__(self, sock, backed_up=None, key=None):
         self._sock = sock
+        # ``key`` joins the set ``backed_up`` whenever writes start waiting here (for BacklogWatch).
+        self._backed_up = backed_up
+        self._key = key
         # The OS socket under gevent's (non-blocking): a first try needs none of gevent's waiting.
         self._send_now = sock._sock.send
         self._pending = []  # a list: an empty deque would cost every idle connection 600 bytes
@@ -86,6 +89,8 @@ class OutputBuffer:
             self._pending.append(memoryview(data)[sent:])
             self.backlog += 1
             self._flusher = gevent.spawn(self._flush)
+            if self._backed_up is not None:
+                self._backed_up.add(self._key)
 
     def cork(self):
         """Hold writes until ``uncork``; return False if already corked."""
@@ -166,15 +171,16 @@ class BufferedWebSocketWSGI:
         if "wsgi.websocket" not in environ:
             raise RuntimeError("websocket requests need gevent-websocket's worker (GeventWebSocketWorker)")
         ws = environ["wsgi.websocket"]
-        output = OutputBuffer(ws.handler.socket)
+        eio_socket = self._eio_socket
+        output = OutputBuffer(ws.handler.socket, eio_socket.server.backed_up, eio_socket)
         ws.raw_write = output.write  # frames, pongs and the close frame all take the buffer
         self._sock = ws
         self.output = output
-        setattr(self._eio_socket, TRANSPORT_ATTRIBUTE, self)
+        setattr(eio_socket, TRANSPORT_ATTRIBUTE, self)
         try:
             return self._serve()
         finally:
-            setattr(self._eio_socket, TRANSPORT_ATTRIBUTE, None)
+            setattr(eio_socket, TRANSPORT_ATTRIBUTE, None)
 
     def _serve(self):
         """What ``Socket._websocket_handler`` does (python-engineio 4.15.1), with a ``PacketWriter`` for its writer."""
@@ -428,7 +434,8 @@ class DirectServer(socketio.Server):
                 output.uncork()
 
     def _send_eio_packet(self, eio_sid, eio_pkt):
-        transport = getattr(self.eio.sockets.get(eio_sid), TRANSPORT_ATTRIBUTE, None)
+        eio_socket = self.eio.sockets.get(eio_sid)
+        transport = getattr(eio_socket, TRANSPORT_ATTRIBUTE, None)
         if transport is not None and transport.writable_now():
             if eio_pkt is not self._frame_packet:
                 self._frame_packet, self._frame = eio_pkt, text_frame(eio_pkt)
@@ -445,6 +452,8 @@ class DirectServer(socketio.Server):
                     return
         self.queued_writes += 1
         super()._send_eio_packet(eio_sid, eio_pkt)
+        if eio_socket is not None and eio_socket.queue.qsize():  # polling, or mid-upgrade: waits for a poll
+            self.eio.backed_up.add(eio_socket)
 
     def _engineio_server_class(self):
         return EngineServer  # pings from one greenlet, not one per socket (app/realtime/keepalive.py)
