@@ -152,20 +152,23 @@ class SocketSampler(BackgroundLoop):
 
 
 def _count_emits(sio):
-    """Wrap ``sio.emit`` so that every emit, from a namespace or from background work, is counted.
+    """Wrap ``sio.emit`` and ``sio.emit_local``: every emit, from a namespace or from background work, is counted.
 
-    ``Namespace.emit`` and the poller both go through ``Server.emit``; an ``error`` event
-    also counts as an error with its catalogue code.
+    ``Namespace.emit`` goes through ``Server.emit``, the change feed through
+    ``DirectServer.emit_local``; an ``error`` event also counts as an error with its catalogue code.
     """
-    emit = sio.emit
 
-    def counted_emit(event, data=None, *args, namespace=None, **kwargs):
-        EMITS.labels(namespace or "/", event).inc()
-        if event == "error" and isinstance(data, dict) and "code" in data:
-            count_error(data["code"], "socket")
-        return emit(event, data, *args, namespace=namespace, **kwargs)
+    def counting(emit):
+        def counted_emit(event, data=None, *args, namespace=None, **kwargs):
+            EMITS.labels(namespace or "/", event).inc()
+            if event == "error" and isinstance(data, dict) and "code" in data:
+                count_error(data["code"], "socket")
+            return emit(event, data, *args, namespace=namespace, **kwargs)
 
-    sio.emit = counted_emit
+        return counted_emit
+
+    sio.emit = counting(sio.emit)
+    sio.emit_local = counting(sio.emit_local)
 
 
 bp = Blueprint("telemetry", __name__)

@@ -387,9 +387,16 @@ def main():
         "--client", choices=("raw", "socketio"), default="raw", help="load-generator client (default: raw over ws)"
     )
     parser.add_argument("--redis-url", help="REDIS_URL for ours in the workers scenario")
+    parser.add_argument(
+        "--rates",
+        type=lambda text: [int(v) for v in text.split(",") if v.strip()],
+        help="fan-out scenario: write rates to measure, comma-separated (default: the profile's)",
+    )
     parser.add_argument("--out", help="results file (default bench/results/<profile>-<time>.json)")
     opts = parser.parse_args()
     profile = PROFILES[opts.profile]
+    if opts.rates:
+        profile = {**profile, "fanout": {**profile["fanout"], "rates": opts.rates}}
     opts.runs = opts.runs or profile["runs"]
     global CLIENT
     CLIENT = opts.client

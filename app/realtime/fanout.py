@@ -14,7 +14,7 @@ LAYOUT_ACTIONS = frozenset({"added", "removed", "updated", "reordered"})
 class FanOut:
     """Emits ``metric:update`` and ``dashboard:update``; each packet is encoded once per emit.
 
-    Emits are local to this process (``ignore_queue``): every process reads the
+    Emits are local to this process (``DirectServer.emit_local``): every process reads the
     change log itself, so passing them through a message queue as well would
     deliver each change once per process (docs/deployment.md).
     """
@@ -42,7 +42,7 @@ class FanOut:
             "timestamp": iso_utc(change.recorded_at),
             "seq": change.seq,
         }
-        self._sio.emit("metric:update", data, to=room, namespace=DASHBOARD_NAMESPACE, ignore_queue=True)
+        self._sio.emit_local("metric:update", data, to=room, namespace=DASHBOARD_NAMESPACE)
         observe_change_age(change.recorded_at)
         if self._activity is not None:
             summary = f"{change.metric_name} = {change.value:g}"
@@ -72,7 +72,7 @@ class FanOut:
         for namespace in (DASHBOARD_NAMESPACE, UPDATES_NAMESPACE):
             live = [room for room in rooms if self._has_subscribers(namespace, room)]
             if live:
-                self._sio.emit("dashboard:update", data, to=live, namespace=namespace, ignore_queue=True)
+                self._sio.emit_local("dashboard:update", data, to=live, namespace=namespace)
                 if self._activity is not None:
                     recipients += sum(self._activity.room_size(namespace, room) for room in live)
         if self._activity is not None and recipients:
