@@ -1,5 +1,6 @@
 """Engine tuning and the two kinds of transaction the services use."""
 
+import sqlite3
 from contextlib import contextmanager
 
 from sqlalchemy import event
@@ -78,3 +79,42 @@ def consistent_read():
         yield session
     finally:
         session.rollback()
+
+
+class CommitProbe:
+    """Tells, without a query, whether another connection may have committed since it last looked.
+
+    SQLite keeps a number per connection, ``PRAGMA data_version``, that changes
+    when any other connection, in this process or another, commits to the
+    database file. The probe holds a connection of its own (detached from the
+    pool) for it. On other databases, and on an in-memory SQLite database, it
+    cannot tell and always answers yes.
+    """
+
+    def __init__(self, engine):
+        self._connection = None  # a pool connection, detached: ours alone, so nothing else commits through it
+        self._execute = None  # its sqlite3 connection's execute
+        self._version = None
+        url = engine.url
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            self._connection = engine.raw_connection()
+            self._execute = self._connection.driver_connection.execute
+            self._connection.detach()
+
+    def changed(self):
+        """True unless this is SQLite and nothing was committed since the last call."""
+        if self._connection is None:
+            return True
+        try:
+            version = self._execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:  # a real query will meet it too, and report it
+            self._version = None
+            return True
+        changed, self._version = version != self._version, version
+        return changed
+
+    def close(self):
+        """Let go of the connection."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = self._execute = None

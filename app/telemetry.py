@@ -76,6 +76,10 @@ POLL_ROWS = Histogram(
     "Change-log rows read per poller tick.",
     buckets=(0, 1, 5, 10, 50, 100, 500, 1000, 5000, 10000),
 )
+POLL_SKIPS = Counter(
+    "analytics_poll_skips_total",
+    "Poller rounds that skipped the query: SQLite said nothing was committed since the last (PRAGMA data_version).",
+)
 POLL_FAILURES = Counter("analytics_poll_failures_total", "Poller ticks that failed (for example, database down).")
 NOTIFICATION_LAG = Histogram(
     "analytics_notification_lag_seconds",

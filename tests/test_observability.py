@@ -132,6 +132,7 @@ def test_metrics_has_the_expected_families(server):
         "analytics_poll_duration_seconds",
         "analytics_poll_rows",
         "analytics_poll_failures",
+        "analytics_poll_skips",
         "analytics_notification_lag_seconds",
         "analytics_change_age_at_emit_seconds",
         "analytics_socketio_packets_written",
@@ -174,6 +175,19 @@ def test_a_metric_write_counts_its_emit_and_change_age(server, clients, tenant):
     wait_for_value(server, EMITS, emits + 1, namespace="/dashboard", event="metric:update")
     assert value(server, "analytics_change_age_at_emit_seconds_count") == ages + 1
     wait_for_value(server, "analytics_poll_rows_sum", rows + 2, at_least=True)  # each worker's poller reads it
+
+
+def test_an_idle_sqlite_poller_skips_its_query_yet_sees_a_row_written_straight_into_the_database(
+    server, clients, tenant
+):
+    entity_id = entity_of(server, tenant)
+    subscriber = clients(server, mint_token(tenant))
+    subscriber.subscribe(entity_id)
+    skips = value(server, "analytics_poll_skips_total")
+    wait_for_value(server, "analytics_poll_skips_total", skips + 20, at_least=True)  # nothing committed meanwhile
+
+    server.insert_changes([(tenant, entity_id, "gate", 3)])  # another process's commit: no wake-up, only the probe
+    assert subscriber.wait_for("metric:update")["value"] == 3
 
 
 def test_socket_errors_and_refusals_are_counted_by_code(server, clients, tenant):
