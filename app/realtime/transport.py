@@ -53,6 +53,8 @@ class OutputBuffer:
     Between ``cork`` and ``uncork`` writes are collected and sent as one.
     """
 
+    __slots__ = ("_backed_up", "_corked", "_error", "_flusher", "_key", "_pending", "_send_now", "_sock", "backlog")
+
     def __init__(self, sock, backed_up=None, key=None):
         self._sock = sock
         # ``key`` joins the set ``backed_up`` whenever writes start waiting here (for BacklogWatch).
@@ -146,10 +148,6 @@ class OutputBuffer:
         with contextlib.suppress(OSError):  # already gone
             self._sock.shutdown(socket.SHUT_RDWR)  # also wakes this connection's reader
 
-    @property
-    def failed(self):
-        return self._error is not None
-
 
 class BufferedWebSocketWSGI:
     """engine.io's websocket driver for gevent-websocket, writing through an ``OutputBuffer`` without a writer greenlet.
@@ -163,6 +161,8 @@ class BufferedWebSocketWSGI:
     sends is written at once by the greenlet sending it. It also puts itself on
     the engine.io socket it serves, for ``DirectServer``.
     """
+
+    __slots__ = ("_eio_socket", "_sock", "direct", "output")
 
     def __init__(self, handler, server):
         self._eio_socket = handler.__self__  # the engine.io Socket whose _websocket_handler this stands in for
@@ -251,16 +251,12 @@ class BufferedWebSocketWSGI:
 
         ``direct`` is set once the upgrade is complete and the packets queued
         before it are written (``_replace_queue``); gevent-websocket may close
-        the websocket by itself (a bad or closing frame from the client).
+        the websocket by itself (a bad or closing frame from the client). A
+        connection that failed is not checked for here: its output buffer
+        raises on the next write.
         """
         eio_socket = self._eio_socket
-        return (
-            self.direct
-            and not eio_socket.closing
-            and not eio_socket.closed
-            and not self._sock.closed
-            and not self.output.failed
-        )
+        return self.direct and not eio_socket.closing and not eio_socket.closed and not self._sock.closed
 
     def write_packet(self, pkt):
         """Write one engine.io packet now; a failed connection is closed, so its reader ends."""
