@@ -130,10 +130,15 @@ def _database_url(instance_path):
 
 
 def _engine_options(url):
-    """Pool settings. On PostgreSQL a worker's pool is shared by all its greenlets (docs/deployment.md)."""
-    options = {"pool_pre_ping": True}
+    """Pool settings. On PostgreSQL a worker's pool is shared by all its greenlets (docs/deployment.md).
+
+    A PostgreSQL connection is pinged before each use (one that the server or the
+    network dropped is replaced); a SQLite file cannot drop its connections.
+    """
+    options = {}
     if url.startswith("postgresql"):
         options.update(
+            pool_pre_ping=True,
             pool_size=env_int("DATABASE_POOL_SIZE", 10, 1),
             max_overflow=env_int("DATABASE_MAX_OVERFLOW", 10, 0),
             pool_timeout=env_float("DATABASE_POOL_TIMEOUT", 10.0, minimum=0.1),

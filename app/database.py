@@ -66,6 +66,15 @@ def write_transaction():
 
 
 @contextmanager
+def write_connection():
+    """Like ``write_transaction``, on a Core connection: for statements that need none of the ORM session."""
+    with db.engine.connect() as connection:
+        connection.execution_options(write_lock=True)
+        with connection.begin():
+            yield connection
+
+
+@contextmanager
 def consistent_read():
     """Run the block's queries against one snapshot of the database, then end it."""
     session = db.session()

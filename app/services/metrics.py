@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, select
 
 from app import errors
-from app.database import write_transaction
+from app.database import write_connection
 from app.errors import AppError
 from app.extensions import db
 from app.models import CHANGE_METRIC, ChangeLog, Entity, MetricValue
@@ -79,8 +79,7 @@ def record_metrics(tenant_id, points):
     else nothing is written and UNKNOWN_ENTITY names the first offender. The
     database trigger moves ``metric_values`` to each new value.
     """
-    with write_transaction() as session:
-        connection = session.connection()  # the write transaction's own connection
+    with write_connection() as connection:
         wanted = sorted({p.entity_id for p in points})
         types = dict(connection.execute(_ENTITY_TYPES, {"tenant_id": tenant_id, "entity_ids": wanted}).all())
         for point in points:
