@@ -91,6 +91,9 @@ class EngineServer(engineio.Server):
         # The sockets whose packets may be waiting (a websocket's output buffer, a polling
         # socket's queue), added by app/realtime/transport.py, swept by BacklogWatch.
         self.backed_up = set()
+        # sid -> the OutputBuffer of the socket's open websocket, while packets are written
+        # to it at once; kept by app/realtime/transport.py (BufferedWebSocketWSGI).
+        self.websocket_outputs = {}
 
     def start_background_task(self, target, *args, **kwargs):
         if getattr(target, "__func__", None) is Socket._send_ping and not args and not kwargs:

@@ -158,15 +158,22 @@ class BufferedWebSocketWSGI:
     waiting on the socket's queue for its whole life (about 8 KiB per idle
     connection, docs/benchmarks.md). Here, once the websocket is up, the
     socket's queue is replaced by a ``PacketWriter``, and whatever engine.io
-    sends is written at once by the greenlet sending it. It also puts itself on
-    the engine.io socket it serves, for ``DirectServer``.
+    sends is written at once by the greenlet sending it. It puts itself on the
+    engine.io socket it serves (for ``BacklogWatch``), and its output buffer in
+    the engine.io server's ``websocket_outputs`` while packets may be written
+    straight to it (for ``DirectServer``): from the end of the upgrade until
+    ``close``. Every way the websocket or engine.io's socket closes ends in
+    ``close`` without a yield in between: a close frame or read error ends the
+    read loop, which closes engine.io's socket, which puts None on its queue;
+    a failed write calls it. (While engine.io's socket runs its disconnect
+    handler it is already "closing", and a packet sent meanwhile is written
+    either way.)
     """
 
-    __slots__ = ("_eio_socket", "_sock", "direct", "output")
+    __slots__ = ("_eio_socket", "_sock", "output")
 
     def __init__(self, handler, server):
         self._eio_socket = handler.__self__  # the engine.io Socket whose _websocket_handler this stands in for
-        self.direct = False  # True while packets may be written straight to the websocket
 
     def __call__(self, environ, start_response):
         if "wsgi.websocket" not in environ:
@@ -181,6 +188,7 @@ class BufferedWebSocketWSGI:
         try:
             return self._serve()
         finally:
+            eio_socket.server.websocket_outputs.pop(eio_socket.sid, None)
             setattr(eio_socket, TRANSPORT_ATTRIBUTE, None)
 
     def _serve(self):
@@ -235,7 +243,8 @@ class BufferedWebSocketWSGI:
         queued, eio_socket.queue = eio_socket.queue, PacketWriter(self)
         while not queued.empty():
             eio_socket.queue.put(queued.get_nowait())
-        self.direct = not self._sock.closed
+        if not self._sock.closed:
+            eio_socket.server.websocket_outputs[eio_socket.sid] = self.output
 
     def _receive(self):
         """The next engine.io packet from the client, or None once the websocket is closed."""
@@ -245,18 +254,6 @@ class BufferedWebSocketWSGI:
         if len(data) > self._eio_socket.server.max_http_buffer_size:
             raise ValueError("packet is too large")
         return packet.Packet(encoded_packet=data)
-
-    def writable_now(self):
-        """True when a packet may be written at once: the websocket is up and open.
-
-        ``direct`` is set once the upgrade is complete and the packets queued
-        before it are written (``_replace_queue``); gevent-websocket may close
-        the websocket by itself (a bad or closing frame from the client). A
-        connection that failed is not checked for here: its output buffer
-        raises on the next write.
-        """
-        eio_socket = self._eio_socket
-        return self.direct and not eio_socket.closing and not eio_socket.closed and not self._sock.closed
 
     def write_packet(self, pkt):
         """Write one engine.io packet now; a failed connection is closed, so its reader ends."""
@@ -270,7 +267,7 @@ class BufferedWebSocketWSGI:
 
     def close(self):
         """Send the close frame and let go of the websocket (once)."""
-        self.direct = False
+        self._eio_socket.server.websocket_outputs.pop(self._eio_socket.sid, None)
         if not self._sock.closed:
             self._sock.close()
 
@@ -468,14 +465,12 @@ class DirectServer(socketio.Server):
 
     def _write(self, eio_sids, eio_pkt, frame):
         """Send ``eio_pkt`` to each socket: ``frame`` straight to an open websocket, else through engine.io."""
-        sockets = self.eio.sockets
+        outputs = self.eio.websocket_outputs if frame is not None else {}
         corked = self._corked
         direct = 0
         for eio_sid in eio_sids:
-            eio_socket = sockets.get(eio_sid)
-            transport = getattr(eio_socket, TRANSPORT_ATTRIBUTE, None)
-            if frame is not None and transport is not None and transport.writable_now():
-                output = transport.output
+            output = outputs.get(eio_sid)
+            if output is not None:
                 if corked is not None and output.cork():
                     corked.append(output)
                 try:
@@ -487,6 +482,7 @@ class DirectServer(socketio.Server):
                     continue
             self.queued_writes += 1
             super()._send_eio_packet(eio_sid, eio_pkt)
+            eio_socket = self.eio.sockets.get(eio_sid)
             if eio_socket is not None and eio_socket.queue.qsize():  # polling, or mid-upgrade: waits for a poll
                 self.eio.backed_up.add(eio_socket)
         self.direct_writes += direct
