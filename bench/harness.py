@@ -87,7 +87,7 @@ class OurServer:
 
     name = "ours"
 
-    def __init__(self, tmp_dir, workers=1, database_url=None, **env):
+    def __init__(self, tmp_dir, workers=1, database_url=None, root=None, **env):
         overrides = {
             "WEB_CONCURRENCY": str(workers),
             "POLL_INTERVAL": "0.1",
@@ -99,7 +99,8 @@ class OurServer:
         if database_url:
             overrides["DATABASE_URL"] = database_url
         overrides.update(env)
-        self.live = LiveServer(server_env(tmp_dir, **overrides), Path(tmp_dir) / "server.log")
+        # ``root``: another checkout's code (bench.ab), run with this checkout's virtualenv.
+        self.live = LiveServer(server_env(tmp_dir, **overrides), Path(tmp_dir) / "server.log", root=root or ROOT)
         self.url = self.live.url
         self.database_url = self.live.env["DATABASE_URL"]
         self.workers = workers
@@ -172,10 +173,10 @@ class PeerServer:
                 self.proc.wait(timeout=5)
 
 
-def make_server(name, tmp_dir, workers=1, database_url=None, **env):
-    """A stopped server: ``ours`` (``env``: extra environment, e.g. REDIS_URL) or ``peer``."""
+def make_server(name, tmp_dir, workers=1, database_url=None, root=None, **env):
+    """A stopped server: ``ours`` (``env``: extra environment, e.g. REDIS_URL; ``root``: a checkout) or ``peer``."""
     if name == "ours":
-        return OurServer(tmp_dir, workers=workers, database_url=database_url, **env)
+        return OurServer(tmp_dir, workers=workers, database_url=database_url, root=root, **env)
     return PeerServer(tmp_dir)
 
 

@@ -140,7 +140,13 @@ def fanout_section(path, data):
         "not depend on whether the machine had a core to spare. A rate *keeps up* when at least 98% of the "
         "messages arrive, the writes went at 90% of the asked rate or more, and p99 is under 1 s; the ladder "
         "stops after two rates in a row that do not (one alone may be noise from the shared machine); "
-        "(behind) marks those.",
+        "(behind) marks those. "
+        + (
+            "Both servers were held at once and measured in turn, one window each, the order reversed every "
+            "round, so that the shared machine's drift fell on both alike."
+            if "measured_in_turn" in (ours or {})
+            else "Ours was measured first, then the peer (results from before the servers were measured in turn)."
+        ),
         "",
         "| writes/s | offered msgs/s | ours delivered msgs/s | ours server CPU | ours msgs per CPU-s | ours p50 / p99 "
         "| peer delivered msgs/s | peer server CPU | peer msgs per CPU-s | peer p50 / p99 | ours/peer per CPU-s "

@@ -81,8 +81,9 @@ def log(*args):
 class Session:
     """One server, one tenant and its entities, and the load generator connected to it."""
 
-    def __init__(self, server_name, tmp, entities, workers=1, database_url=None, **env):
-        self.server = make_server(server_name, tmp, workers=workers, database_url=database_url, **env).start()
+    def __init__(self, server_name, tmp, entities, workers=1, database_url=None, root=None, **env):
+        server = make_server(server_name, tmp, workers=workers, database_url=database_url, root=root, **env)
+        self.server = server.start()
         self.tenant = Tenant(self.server, "bench-tenant", entities)
         self.generators = []
 
@@ -256,20 +257,23 @@ def scenario_capacity(server_name, cfg, opts):
     return {"steps": steps}
 
 
-def scenario_fanout(server_names, cfg, opts, workers=1, **env):
+def scenario_fanout(server_names, cfg, opts, workers=1, roots=None, **env):
     """N clients over E entities on each server, REST writes at rising rates until delivery falls behind.
 
     The servers are held at once and measured in turn, one window each, ``opts.runs`` rounds per
     rate (the order reversed every round): the shared machine's speed drifts within minutes, and
     this way the drift falls on every server alike. Each server's CPU counts its own processes
-    only; the others sit idle meanwhile (ours, 2,000 connections: about 0.02 cores).
+    only; the others sit idle meanwhile (ours at 1,000–5,000 held: under 1% of a core).
+
+    A name other than ``ours`` and ``peer`` is ours run from the checkout ``roots[name]`` (bench.ab).
     """
     points = {name: [] for name in server_names}
     with contextlib.ExitStack() as stack:
         held = {}
         for name in server_names:
             tmp = stack.enter_context(tempfile.TemporaryDirectory())
-            session = Session(name, tmp, cfg["entities"], workers=workers, database_url=opts.database_url, **env)
+            kind, root = ("peer", None) if name == "peer" else ("ours", (roots or {}).get(name))
+            session = Session(kind, tmp, cfg["entities"], workers, opts.database_url, root=root, **env)
             stack.callback(session.close)
             held[name] = (session, session.writer("rest"), session.connect(cfg["clients"])["connected"])
         active = list(server_names)
@@ -296,7 +300,13 @@ def scenario_fanout(server_names, cfg, opts, workers=1, **env):
                 break
         clients = {name: held[name][2] for name in server_names}
     return {
-        name: {"clients": clients[name], "entities": cfg["entities"], "workers": workers, "points": points[name]}
+        name: {
+            "clients": clients[name],
+            "entities": cfg["entities"],
+            "workers": workers,
+            "measured_in_turn": server_names,  # one window each, in turn (older results: one server after the other)
+            "points": points[name],
+        }
         for name in server_names
     }
 

@@ -194,18 +194,22 @@ def mint_token(tenant_id="t1", roles=(), ttl=3600, algorithm="HS256", key=JWT_SE
     return jwt.encode(body, key, algorithm=algorithm)
 
 
-def flask_cli(env, *args):
-    """Run ``flask --app wsgi ARGS`` with ``env``; return the completed process."""
+def flask_cli(env, *args, root=ROOT):
+    """Run ``flask --app wsgi ARGS`` with ``env`` in the checkout ``root``; return the completed process."""
     return subprocess.run(
-        [str(BIN / "flask"), "--app", "wsgi", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [str(BIN / "flask"), "--app", "wsgi", *args], cwd=root, env=env, capture_output=True, text=True, timeout=120
     )
 
 
 class LiveServer:
-    """gunicorn with the gevent-websocket worker and gunicorn.conf.py, on its own port and database."""
+    """gunicorn with the gevent-websocket worker and gunicorn.conf.py, on its own port and database.
 
-    def __init__(self, env, log_path):
+    ``root`` is the checkout whose code it runs (this one unless a benchmark compares two).
+    """
+
+    def __init__(self, env, log_path, root=ROOT):
         self.env = env
+        self.root = root
         self.port = int(env["PORT"])
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -213,7 +217,7 @@ class LiveServer:
 
     def migrate(self):
         """Create or migrate the database."""
-        result = flask_cli(self.env, "db", "upgrade")
+        result = flask_cli(self.env, "db", "upgrade", root=self.root)
         assert result.returncode == 0, result.stderr
 
     def start(self):
@@ -221,7 +225,7 @@ class LiveServer:
         log = open(self.log_path, "ab")  # noqa: SIM115 (kept open for the subprocess)
         self.proc = subprocess.Popen(
             [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:serve()"],
-            cwd=ROOT,
+            cwd=self.root,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
