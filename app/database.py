@@ -1,4 +1,4 @@
-"""Engine tuning and the two kinds of transaction the services use."""
+"""Engine tuning, the kinds of transaction the services use, and the poller's commit probe."""
 
 import sqlite3
 from contextlib import contextmanager
@@ -67,7 +67,7 @@ def write_transaction():
 
 @contextmanager
 def write_connection():
-    """Like ``write_transaction``, on a Core connection: for statements that need none of the ORM session."""
+    """``write_transaction`` on a Core connection, for statements that need no ORM session (REST metric writes)."""
     with db.engine.connect() as connection:
         connection.execution_options(write_lock=True)
         with connection.begin():
