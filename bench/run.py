@@ -7,8 +7,9 @@
 
 Each scenario runs ours and the peer in the same run, so compare their ratio rather than
 absolute figures across runs. Fan-out holds both at once and measures them in turn, window
-by window, so that the shared machine's drift falls on both alike. Results go to bench/results/<profile>-<time>.json;
-``python -m bench.render`` turns them into docs/benchmarks.md and its plots.
+by window, so that the shared machine's drift falls on both alike. Results go to
+bench/results/<profile>-<time>.json; ``python -m bench.render`` turns them into
+docs/benchmarks.md and its plots.
 """
 
 import argparse
@@ -263,7 +264,7 @@ def scenario_fanout(server_names, cfg, opts, workers=1, roots=None, **env):
     The servers are held at once and measured in turn, one window each, ``opts.runs`` rounds per
     rate (the order reversed every round): the shared machine's speed drifts within minutes, and
     this way the drift falls on every server alike. Each server's CPU counts its own processes
-    only; the others sit idle meanwhile (ours at 1,000–5,000 held: under 1% of a core).
+    only; the others sit idle meanwhile (ours at 1,000 to 5,000 held: under 1% of a core).
 
     A name other than ``ours`` and ``peer`` is ours run from the checkout ``roots[name]`` (bench.ab).
     """
@@ -370,10 +371,8 @@ def scenario_workers(server_name, cfg, opts):
     env = {"REDIS_URL": opts.redis_url} if opts.redis_url else {}
     results = []
     for workers in cfg["workers"]:
-        result = scenario_fanout([server_name], {**cfg, "rates": [cfg["rate"]]}, opts, workers=workers, **env)[
-            server_name
-        ]
-        results.append(result)
+        one_rate = {**cfg, "rates": [cfg["rate"]]}
+        results.append(scenario_fanout([server_name], one_rate, opts, workers=workers, **env)[server_name])
     queue = "redis" if opts.redis_url else "none (each worker polls the database)"
     return {"message_queue": queue, "runs": results}
 
