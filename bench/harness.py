@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from tests.support import JWT_SECRET, LiveServer, free_port, mint_token, server_env
+from testkit import JWT_SECRET, LiveServer, free_port, mint_token, server_env
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"

@@ -20,7 +20,7 @@ import threading
 import time
 from contextlib import closing
 
-from tests.support import Api, RecordingClient, mint_token, running_server, unique
+from testkit import Api, RecordingClient, mint_token, running_server, unique
 
 
 def percentiles(samples):

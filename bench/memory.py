@@ -28,7 +28,7 @@ from pathlib import Path  # noqa: E402
 import gevent  # noqa: E402
 import psutil  # noqa: E402
 
-from tests.support import JWT_SECRET, flask_cli, free_port  # noqa: E402
+from testkit import JWT_SECRET, flask_cli, free_port  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

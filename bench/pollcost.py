@@ -28,7 +28,7 @@ import time  # noqa: E402
 from contextlib import closing  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from tests.support import JWT_SECRET, flask_cli  # noqa: E402
+from testkit import JWT_SECRET, flask_cli  # noqa: E402
 
 TENANT = "bench-tenant"
 ENTITIES = [f"bench-entity-{i}" for i in range(100)]

@@ -326,7 +326,7 @@ def database_for(server_name, variant, opts):
     if server_name != "ours" or variant == "sqlite":
         yield opts.database_url, {}
         return
-    from tests.support import postgres_database
+    from testkit import postgres_database
 
     with postgres_database() as url:
         yield url, DATABASES[variant]

@@ -1,12 +1,33 @@
-"""Fixtures: the real server, tokens, tenants, REST and Socket.IO clients."""
+"""Fixtures: the app in this process, the real server, tokens, tenants, REST and Socket.IO clients.
+
+In process (``app``, ``client``, ``cli_runner``): ``create_app()`` built from the same
+environment a server process gets (``testkit.server_env``), on a real SQLite or
+PostgreSQL database migrated by ``flask db upgrade``; for grids of inputs, permissions
+and shapes. Live (``live_server``, ``sio_client``, ...): a gunicorn server in a
+subprocess; for transport, fan-out, ordering, faults and pages.
+"""
+
+import os
+from contextlib import contextmanager
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from engineio.payload import Payload
 
+from app import create_app
+from testkit import (
+    BACKENDS,
+    Api,
+    LiveServer,
+    RecordingClient,
+    database_url_for,
+    flask_cli,
+    mint_token,
+    server_env,
+    unique,
+)
 from tests.seed_client import start_seed_example
-from tests.support import BACKENDS, Api, LiveServer, RecordingClient, database_url_for, mint_token, server_env, unique
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -43,6 +64,57 @@ def rsa_keys():
 def backend(request):
     """The database kind under test: every test that touches the database runs on SQLite and on PostgreSQL."""
     return request.param
+
+
+@contextmanager
+def environment(variables):
+    """``os.environ`` is exactly ``variables`` inside the block."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def app_from_env(env):
+    """``create_app()`` as a server process with environment ``env`` builds it, here in this process."""
+    with environment(env):
+        return create_app()
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory, rsa_keys, backend):
+    """The app in this process, on a migrated database of ``backend``, accepting HS256 and RS256 tokens.
+
+    Its background work (poller, watches) is never started: requests and CLI commands
+    run as in a server process, but nothing turns changes into Socket.IO events here.
+    """
+    tmp = tmp_path_factory.mktemp(f"app-{backend}")
+    with database_url_for(backend, tmp) as url:
+        env = server_env(tmp, JWT_PUBLIC_KEY=rsa_keys[1], DATABASE_URL=url)
+        migrated = flask_cli(env, "db", "upgrade")
+        assert migrated.returncode == 0, migrated.stderr
+        application = app_from_env(env)
+        yield application
+        with application.app_context():
+            from app.extensions import db
+
+            db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    """Flask's test client of the in-process app (no token unless a test sends one)."""
+    return app.test_client()
+
+
+@pytest.fixture
+def cli_runner(app):
+    """Flask's CLI runner of the in-process app: ``cli_runner.invoke(args=["token", ...])``."""
+    return app.test_cli_runner()
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ import contextlib
 import socket
 import threading
 
-from tests.support import free_port
+from testkit import free_port
 
 
 class TcpProxy:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from playwright.sync_api import expect, sync_playwright
 
+from testkit import ROOT, flask_cli, running_server
 from tests.browser import LAPTOP, PHONE, AdminPage, DashboardPage, launch
-from tests.support import ROOT, flask_cli, running_server
 
 OUT = ROOT / "docs" / "img"
 DEMO_EVENT = "event-uuid-123"

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.support import DEFAULT_TIMEOUT, ROOT
+from testkit import DEFAULT_TIMEOUT, ROOT
 
 NODE_DIR = ROOT / "tests" / "node"
 SCRIPT = NODE_DIR / "seed_example.mjs"

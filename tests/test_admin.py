@@ -5,8 +5,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from testkit import flask_cli, mint_token, running_server
 from tests.browser import AdminPage, DashboardPage
-from tests.support import flask_cli, mint_token, running_server
 
 
 @pytest.fixture
@@ -22,10 +22,6 @@ def viewer(live_server, tenant, entity, new_page):
     page = DashboardPage(new_page(), live_server.url, entity_id).open(mint_token(tenant)).wait_ready()
     page.mark()
     return page
-
-
-def dashboard_of(admin_api, dashboard_id):
-    return admin_api.call("GET", f"/dashboards/{dashboard_id}", 200)
 
 
 def test_admin_lists_entities_and_dashboards(entity, admin):
@@ -63,7 +59,7 @@ def test_add_edit_reorder_remove_appear_live_in_a_second_page(admin, viewer, ent
     expect(viewer.titles).to_have_text(["Occupancy", "Takings"])
 
     assert viewer.was_not_reloaded()
-    saved = dashboard_of(admin_api, dashboard["id"])
+    saved = admin_api.dashboard(dashboard["id"])
     assert [t["title"] for t in saved["tiles"]] == ["Occupancy", "Takings"]
     assert saved["tiles"][0]["thresholds"] == {"warning": 80.0, "critical": 95.0}
     assert saved["version"] == dashboard["version"] + 4
@@ -100,7 +96,7 @@ def test_bad_tile_input_shows_its_error_and_saves_nothing(admin, entity, admin_a
     admin.add_tile(**fields)
     expect(admin.page.locator(f'.field-error[data-field="{field}"]')).to_contain_text(message)
     expect(admin.page.locator("#add-tile").get_by_label("Metric name")).to_have_value(fields["metric"])
-    assert dashboard_of(admin_api, dashboard["id"])["version"] == dashboard["version"]
+    assert admin_api.dashboard(dashboard["id"])["version"] == dashboard["version"]
 
 
 @pytest.mark.parametrize("csrf", [None, "forged-token", "IjBhYmMi.ZzZz.forged"], ids=["missing", "garbage", "forged"])
@@ -114,7 +110,7 @@ def test_form_without_a_valid_csrf_token_is_refused(admin, entity, admin_api, cs
     response = admin.page.request.post(f"{admin.base}/admin/dashboards/{dashboard['id']}/tiles", form=form)
     assert response.status == 400
     assert "CSRF" in response.text()
-    assert dashboard_of(admin_api, dashboard["id"])["version"] == dashboard["version"]
+    assert admin_api.dashboard(dashboard["id"])["version"] == dashboard["version"]
 
 
 def test_csrf_token_removed_from_the_page_form_is_refused(admin, entity, admin_api):
@@ -123,7 +119,7 @@ def test_csrf_token_removed_from_the_page_form_is_refused(admin, entity, admin_a
     admin.page.locator('#add-tile input[name="csrf_token"]').evaluate("input => input.remove()")
     admin.add_tile(title="Sneaky", metric="x")
     expect(admin.page.locator("#error-page")).to_contain_text("The CSRF token is missing")
-    assert dashboard_of(admin_api, dashboard["id"])["version"] == dashboard["version"]
+    assert admin_api.dashboard(dashboard["id"])["version"] == dashboard["version"]
 
 
 @pytest.mark.parametrize(
@@ -185,7 +181,7 @@ def test_second_concurrent_save_is_refused_with_a_clear_message(live_server, ten
     expect(bob.flash("error")).to_contain_text("someone else changed this dashboard")
     expect(bob.page.get_by_label("Title", exact=True)).to_have_value("Tickets left")  # the input is kept
 
-    saved = dashboard_of(admin_api, dashboard["id"])
+    saved = admin_api.dashboard(dashboard["id"])
     assert saved["tiles"][0]["title"] == "Tickets sold"
     assert saved["version"] == dashboard["version"] + 1
 
@@ -196,7 +192,7 @@ def test_second_concurrent_save_is_refused_with_a_clear_message(live_server, ten
     expect(alice.tile_titles()).to_have_text(["Revenue", "Tickets sold"])
     bob.move("Revenue", "up")
     expect(bob.flash("error")).to_contain_text("someone else changed this dashboard")
-    assert [t["title"] for t in dashboard_of(admin_api, dashboard["id"])["tiles"]] == ["Revenue", "Tickets sold"]
+    assert [t["title"] for t in admin_api.dashboard(dashboard["id"])["tiles"]] == ["Revenue", "Tickets sold"]
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.support import flask_cli, server_env
+from testkit import flask_cli, server_env
 
 
 @pytest.fixture

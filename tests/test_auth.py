@@ -9,7 +9,7 @@ import requests
 from app import auth
 from app.auth import VERIFIED_TOKEN_MAX_AGE, verify_token
 from app.errors import AppError
-from tests.support import DEFAULT_TIMEOUT, JWT_SECRET, mint_token, running_server, unique
+from testkit import DEFAULT_TIMEOUT, JWT_SECRET, mint_token, running_server, unique
 
 OTHER_SECRET = "another-secret-for-the-suite-only-0123456789"
 

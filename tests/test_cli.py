@@ -3,7 +3,7 @@
 import jwt
 import pytest
 
-from tests.support import Api, flask_cli, mint_token, unique
+from testkit import Api, flask_cli, mint_token, unique
 
 DEMO_EVENT = "event-uuid-123"
 DEMO_VENUE = "venue-uuid-456"

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
+from testkit import unique
 from tests import writers
-from tests.support import unique
 
 #: Metric names of the three entities the writers hammer.
 METRICS = (

@@ -6,8 +6,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from testkit import ROOT, Api, mint_token, running_server, unique
 from tests.browser import PHONE, DashboardPage
-from tests.support import ROOT, Api, mint_token, running_server, unique
 
 VENDOR = ROOT / "app" / "static" / "vendor"
 

@@ -5,7 +5,7 @@ import sqlite3
 import psycopg
 import pytest
 
-from tests.support import Api, unique
+from testkit import Api, unique
 
 
 def insert_change(server, tenant_id, entity_id, metric_name, value, seq=None):

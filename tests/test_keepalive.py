@@ -7,7 +7,7 @@ import time
 import pytest
 import websocket
 
-from tests.support import DEFAULT_TIMEOUT, mint_token, running_server, unique
+from testkit import DEFAULT_TIMEOUT, mint_token, running_server, unique
 
 INTERVAL = 1  # SOCKET_PING_INTERVAL and SOCKET_PING_TIMEOUT of this module's server, in seconds
 

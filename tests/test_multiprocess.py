@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.support import Api, RecordingClient, database_url_for, mint_token, running_server, unique
+from testkit import Api, RecordingClient, database_url_for, mint_token, running_server, unique
 
 
 @pytest.fixture

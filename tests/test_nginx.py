@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import (
+from testkit import (
     DEFAULT_TIMEOUT,
     ROOT,
     Api,
@@ -28,7 +28,7 @@ from tests.support import (
     mint_token,
     require_service,
     running_server,
-    unique,
+    tenant_with_entity,
 )
 
 SITE_CONFIG = ROOT / "deploy" / "nginx" / "analytics-svc.conf"
@@ -192,14 +192,6 @@ def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("nginx-cluster")
     with two_backends(tmp / "servers") as backends, running_nginx(tmp / "nginx", backends) as nginx:
         yield nginx, backends
-
-
-def tenant_with_entity(url, entity_id="event-1"):
-    """A new tenant with one event entity on a two-tile dashboard: ``(tenant, admin Api)``."""
-    tenant = unique("tenant")
-    api = Api(url, mint_token(tenant, roles=("admin", "ingest")))
-    api.put_entity(entity_id, "event", api.create_dashboard()["id"])
-    return tenant, api
 
 
 def backend_of(nginx, backends, request_id):

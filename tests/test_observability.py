@@ -16,7 +16,7 @@ import socketio
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import (
+from testkit import (
     Api,
     LiveServer,
     RecordingClient,
@@ -88,7 +88,7 @@ def log_records(server):
     return records
 
 
-def wait_for_log(server, predicate):
+def wait_for_record(server, predicate):
     """Wait until a JSON log line satisfies ``predicate``; return it."""
     deadline = time.monotonic() + WAIT
     while True:
@@ -314,7 +314,7 @@ def test_json_logs_carry_the_incoming_request_id(server):
     request_id = unique("req")
     response = requests.get(server.url + "/no/such/page", headers={"X-Request-ID": request_id}, timeout=5)
     assert response.headers["X-Request-ID"] == request_id
-    record = wait_for_log(server, lambda r: r.get("request_id") == request_id)
+    record = wait_for_record(server, lambda r: r.get("request_id") == request_id)
     assert {"timestamp", "level", "logger", "message", "process"} <= record.keys()
     assert "/no/such/page" in record["message"]
     assert any(r.get("logger") == "gunicorn.error" for r in log_records(server))  # gunicorn's own lines too
@@ -332,7 +332,7 @@ def test_socket_event_errors_log_sid_and_namespace(server, clients, tenant):
     client.emit("no-such-event", {})
     client.wait_for("error")
     sid = client.client.get_sid("/dashboard")
-    record = wait_for_log(server, lambda r: r.get("sid") == sid)
+    record = wait_for_record(server, lambda r: r.get("sid") == sid)
     assert record["namespace"] == "/dashboard"
     assert "ANALYTICS_1104" in record["message"]
 

@@ -1,12 +1,18 @@
 """Surviving trouble: a server restart under a connected client, a database outage, a backlog."""
 
 import threading
-import time
 
 import pytest
 import socketio
 
-from tests.support import DEFAULT_TIMEOUT, Api, RecordingClient, mint_token, running_server, unique
+from testkit import (
+    DEFAULT_TIMEOUT,
+    RecordingClient,
+    mint_token,
+    running_server,
+    tenant_with_entity,
+    wait_for_log,
+)
 
 
 @pytest.fixture
@@ -16,16 +22,8 @@ def own_server(tmp_path):
         yield server
 
 
-def tenant_with_entity(server, entity_id="event-1"):
-    """A new tenant with one event entity on a dashboard: ``(tenant_id, admin Api)``."""
-    tenant = unique("tenant")
-    api = Api(server.url, mint_token(tenant, roles=("admin", "ingest")))
-    api.put_entity(entity_id, "event", api.create_dashboard()["id"])
-    return tenant, api
-
-
 def test_client_resubscribes_after_server_restart(own_server):
-    tenant, api = tenant_with_entity(own_server, "event-uuid-123")
+    tenant, api = tenant_with_entity(own_server.url, "event-uuid-123")
     api.ingest(("event-uuid-123", "ticketsSold", 1))
 
     # The seed's client: reconnect on, and subscribe again on every 'connect'.
@@ -75,17 +73,9 @@ def test_client_resubscribes_after_server_restart(own_server):
         client.disconnect()
 
 
-def wait_for_log(server, text, timeout=DEFAULT_TIMEOUT):
-    """Wait until the server's log contains ``text`` (bounded)."""
-    deadline = time.monotonic() + timeout
-    while text not in server.log_tail(400):
-        assert time.monotonic() < deadline, f"{text!r} not logged within {timeout}s:\n{server.log_tail()}"
-        time.sleep(0.05)
-
-
 def test_poller_survives_database_errors_and_delivers_what_was_written_meanwhile(tmp_path, backend):
     with running_server(tmp_path, backend, POLL_MAX_BACKOFF="0.3") as server:
-        tenant, api = tenant_with_entity(server)
+        tenant, api = tenant_with_entity(server.url)
         client = RecordingClient().connect(server.url, mint_token(tenant))
         client.subscribe("event-1")
 
@@ -110,7 +100,7 @@ def test_poller_survives_database_errors_and_delivers_what_was_written_meanwhile
 def test_subscribe_catches_up_a_backlog_of_many_batches_before_its_snapshot(tmp_path, backend):
     # The poller reads 2 rows a batch and sleeps 30 s: direct writes pile up unread.
     with running_server(tmp_path, backend, POLL_BATCH_SIZE="2", POLL_INTERVAL="30", CHANGE_NOTIFY="0") as server:
-        tenant, api = tenant_with_entity(server)
+        tenant, api = tenant_with_entity(server.url)
         server.insert_changes([(tenant, "event-1", "ticketsSold", float(v)) for v in range(1, 8)])
         client = RecordingClient().connect(server.url, mint_token(tenant))
         initial = client.subscribe("event-1")

@@ -13,7 +13,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.support import DEFAULT_TIMEOUT, JWT_SECRET, Api, mint_token, unique
+from testkit import DEFAULT_TIMEOUT, JWT_SECRET, Api, mint_token, unique
 
 ENTITY_TYPE_ERROR = "entityType must be one of"
 NEW_TILE = {"title": "Occupancy", "metricName": "occupancy", "kind": "gauge", "unit": "%"}
@@ -560,7 +560,7 @@ def test_out_of_range_input_is_a_client_error(admin_api, entity, make_request, s
     response = admin_api.call(method, path, json=body, headers=headers)
     assert_error(response, status, {400: "ANALYTICS_1200", 404: "ANALYTICS_1201", 409: "ANALYTICS_1202"}[status])
     assert metrics_of(admin_api, entity_id) == {}
-    assert dashboard_of(admin_api, dashboard["id"]) == dashboard
+    assert admin_api.dashboard(dashboard["id"]) == dashboard
 
 
 @pytest.mark.parametrize("body", [[], {"metrics": []}], ids=["empty-list", "empty-envelope"])
@@ -683,10 +683,6 @@ def test_other_tenant_cannot_attach_entity_to_dashboard(admin_api, other_api, en
 # --- dashboards ----------------------------------------------------------------------------------------------------
 
 
-def dashboard_of(api, dashboard_id):
-    return api.call("GET", f"/dashboards/{dashboard_id}", 200)
-
-
 def test_create_list_and_get_dashboards(admin_api):
     assert admin_api.call("GET", "/dashboards", 200) == {"dashboards": []}
     tiles = [
@@ -716,7 +712,7 @@ def test_create_list_and_get_dashboards(admin_api):
             {"id": empty["id"], "name": "Empty", "version": 1},
         ]
     }
-    assert dashboard_of(admin_api, first["id"]) == first
+    assert admin_api.dashboard(first["id"]) == first
 
 
 def test_unknown_dashboard_is_404(admin_api):
@@ -777,7 +773,7 @@ def test_add_tile_appends_and_bumps_version(admin_api, entity):
     assert change["version"] == 2
     tile = change["tile"]
     assert tile == {**NEW_TILE, "id": tile["id"], "position": 2, "thresholds": None}
-    after = dashboard_of(admin_api, dashboard["id"])
+    after = admin_api.dashboard(dashboard["id"])
     assert after["version"] == 2
     assert after["tiles"] == [*dashboard["tiles"], tile]
 
@@ -787,7 +783,7 @@ def test_add_bad_tile_changes_nothing(admin_api, entity, bad_tile, fragment):
     _, dashboard = entity
     response = admin_api.call("POST", f"/dashboards/{dashboard['id']}/tiles", json=bad_tile)
     assert_error(response, 400, "ANALYTICS_1200", fragment)
-    assert dashboard_of(admin_api, dashboard["id"]) == dashboard
+    assert admin_api.dashboard(dashboard["id"]) == dashboard
 
 
 def test_update_tile_changes_only_the_given_fields(admin_api, entity):
@@ -798,7 +794,7 @@ def test_update_tile_changes_only_the_given_fields(admin_api, entity):
     )
 
     assert change == {"action": "updated", "tile": {**tile, "title": "Takings", "unit": "USD"}, "version": 2}
-    after = dashboard_of(admin_api, dashboard["id"])
+    after = admin_api.dashboard(dashboard["id"])
     assert after["tiles"] == [dashboard["tiles"][0], change["tile"]]
 
     change = admin_api.call(
@@ -827,24 +823,24 @@ def test_bad_tile_update_changes_nothing(admin_api, entity, body, fragment):
     tile_id = dashboard["tiles"][0]["id"]
     response = admin_api.call("PATCH", f"/dashboards/{dashboard['id']}/tiles/{tile_id}", json=body)
     assert_error(response, 400, "ANALYTICS_1200", fragment)
-    assert dashboard_of(admin_api, dashboard["id"]) == dashboard
+    assert admin_api.dashboard(dashboard["id"]) == dashboard
 
 
 def test_remove_tile_renumbers_positions(admin_api, entity):
     _, dashboard = entity
     admin_api.call("POST", f"/dashboards/{dashboard['id']}/tiles", 201, json=NEW_TILE)
-    tiles = dashboard_of(admin_api, dashboard["id"])["tiles"]
+    tiles = admin_api.dashboard(dashboard["id"])["tiles"]
 
     change = admin_api.call("DELETE", f"/dashboards/{dashboard['id']}/tiles/{tiles[0]['id']}", 200)
 
     assert change == {"action": "removed", "tile": tiles[0], "version": 3}
-    after = dashboard_of(admin_api, dashboard["id"])
+    after = admin_api.dashboard(dashboard["id"])
     assert [t["id"] for t in after["tiles"]] == [tiles[1]["id"], tiles[2]["id"]]
     assert [t["position"] for t in after["tiles"]] == [0, 1]
 
     admin_api.call("DELETE", f"/dashboards/{dashboard['id']}/tiles/{tiles[2]['id']}", 200)
     admin_api.call("DELETE", f"/dashboards/{dashboard['id']}/tiles/{tiles[1]['id']}", 200)
-    assert dashboard_of(admin_api, dashboard["id"]) == {**dashboard, "version": 5, "tiles": []}
+    assert admin_api.dashboard(dashboard["id"]) == {**dashboard, "version": 5, "tiles": []}
 
 
 def test_unknown_tile_is_404_and_changes_nothing(admin_api, entity, other_api):
@@ -854,18 +850,18 @@ def test_unknown_tile_is_404_and_changes_nothing(admin_api, entity, other_api):
         for method, body in (("PATCH", {"title": "x"}), ("DELETE", None)):
             response = admin_api.call(method, f"/dashboards/{dashboard['id']}/tiles/{tile_id}", json=body)
             assert_error(response, 404, "ANALYTICS_1201", str(tile_id))
-    assert dashboard_of(admin_api, dashboard["id"]) == dashboard
+    assert admin_api.dashboard(dashboard["id"]) == dashboard
 
 
 def test_reorder_tiles(admin_api, entity):
     _, dashboard = entity
     admin_api.call("POST", f"/dashboards/{dashboard['id']}/tiles", 201, json=NEW_TILE)
-    a, b, c = (t["id"] for t in dashboard_of(admin_api, dashboard["id"])["tiles"])
+    a, b, c = (t["id"] for t in admin_api.dashboard(dashboard["id"])["tiles"])
 
     change = admin_api.call("PUT", f"/dashboards/{dashboard['id']}/tiles/order", 200, json={"tileIds": [c, a, b]})
 
     assert change == {"action": "reordered", "tile": None, "version": 3, "order": [c, a, b]}
-    after = dashboard_of(admin_api, dashboard["id"])
+    after = admin_api.dashboard(dashboard["id"])
     assert [t["id"] for t in after["tiles"]] == [c, a, b]
     assert [t["position"] for t in after["tiles"]] == [0, 1, 2]
 
@@ -908,19 +904,19 @@ def test_reorder_with_wrong_ids_changes_nothing(admin_api, other_api, entity, ti
     response = admin_api.call("PUT", f"/dashboards/{dashboard['id']}/tiles/order", json=body)
 
     assert_error(response, 400, "ANALYTICS_1200", "tileIds")
-    assert dashboard_of(admin_api, dashboard["id"]) == dashboard
+    assert admin_api.dashboard(dashboard["id"]) == dashboard
 
 
 def test_version_grows_by_one_per_change(admin_api, entity):
     _, dashboard = entity
     base = f"/dashboards/{dashboard['id']}"
     versions = [admin_api.call("POST", f"{base}/tiles", 201, json=NEW_TILE)["version"]]
-    tile_ids = [t["id"] for t in dashboard_of(admin_api, dashboard["id"])["tiles"]]
+    tile_ids = [t["id"] for t in admin_api.dashboard(dashboard["id"])["tiles"]]
     versions.append(admin_api.call("PATCH", f"{base}/tiles/{tile_ids[0]}", 200, json={"title": "x"})["version"])
     versions.append(admin_api.call("PUT", f"{base}/tiles/order", 200, json={"tileIds": tile_ids[::-1]})["version"])
     versions.append(admin_api.call("DELETE", f"{base}/tiles/{tile_ids[1]}", 200)["version"])
     assert versions == [2, 3, 4, 5]
-    assert dashboard_of(admin_api, dashboard["id"])["version"] == 5
+    assert admin_api.dashboard(dashboard["id"])["version"] == 5
     assert admin_api.call("GET", "/dashboards", 200)["dashboards"][0]["version"] == 5
 
 
@@ -946,7 +942,7 @@ def version_cases(ways):
 def test_stale_version_is_409_and_changes_nothing(admin_api, entity, change, how):
     _, dashboard = entity
     admin_api.call("PATCH", versioned_changes(dashboard)["update"][1], 200, json={"unit": "x"})
-    current = dashboard_of(admin_api, dashboard["id"])
+    current = admin_api.dashboard(dashboard["id"])
     assert current["version"] == 2
     method, path, body = versioned_changes(dashboard)[change]
     headers = {}
@@ -958,7 +954,7 @@ def test_stale_version_is_409_and_changes_nothing(admin_api, entity, change, how
     response = admin_api.call(method, path, json=body, headers=headers)
 
     assert_error(response, 409, "ANALYTICS_1202", "version 2")
-    assert dashboard_of(admin_api, dashboard["id"]) == current
+    assert admin_api.dashboard(dashboard["id"]) == current
 
 
 @pytest.mark.parametrize(("change", "how"), version_cases(("body", "if-match")))
@@ -989,7 +985,7 @@ def test_malformed_expected_version_is_400(admin_api, entity, body_version, if_m
     tile_id = dashboard["tiles"][0]["id"]
     response = admin_api.call("PATCH", f"/dashboards/{dashboard['id']}/tiles/{tile_id}", json=body, headers=headers)
     assert_error(response, 400, "ANALYTICS_1200")
-    assert dashboard_of(admin_api, dashboard["id"]) == dashboard
+    assert admin_api.dashboard(dashboard["id"]) == dashboard
 
 
 # --- entities ------------------------------------------------------------------------------------------------------

@@ -12,14 +12,12 @@ import time
 
 import psutil
 import pytest
-import redis
 import requests
 import socketio
 import websocket
 
 from app.realtime.rooms import room_for
-from tests.proxy import TcpProxy
-from tests.support import (
+from testkit import (
     DEFAULT_TIMEOUT,
     REDIS_URL,
     Api,
@@ -27,19 +25,14 @@ from tests.support import (
     RecordingClient,
     database_url_for,
     mint_token,
-    require_service,
+    require_redis,
     running_server,
     unique,
+    wait_for_log,
 )
+from tests.proxy import TcpProxy
 
 ENTITY = "event-1"
-
-
-def require_redis():
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
-    except redis.RedisError as exc:
-        require_service("Redis", False, f"{REDIS_URL}: {exc}")
 
 
 def setup_tenant(server):
@@ -109,13 +102,6 @@ def server_holds_connection_from(server, port):
         for worker in workers
         for connection in worker.net_connections(kind="tcp")
     )
-
-
-def wait_for_log(server, text, timeout=DEFAULT_TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while text not in server.log_tail(2000):
-        assert time.monotonic() < deadline, f"{text!r} not logged within {timeout}s:\n{server.log_tail()}"
-        time.sleep(0.05)
 
 
 # --- PostgreSQL NOTIFY ------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 import requests
 import socketio
 
-from tests.support import JWT_SECRET, RecordingClient, mint_token, running_server
+from testkit import JWT_SECRET, RecordingClient, mint_token, running_server
 
 
 def _b64(data):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.support import Api, unique
+from testkit import Api, unique
 
 BAD_SUBSCRIBES = [
     pytest.param(None, "payload must be an object", id="no-payload"),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.support import unique
+from testkit import unique
 
 TRANSPORTS = [("websocket",), ("polling", "websocket"), ("polling",)]
 

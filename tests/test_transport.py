@@ -12,7 +12,7 @@ import pytest
 import websocket
 
 from app.realtime.transport import CORK_LIMIT, OutputBuffer
-from tests.support import (
+from testkit import (
     DEFAULT_TIMEOUT,
     Api,
     RecordingClient,

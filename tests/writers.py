@@ -2,7 +2,7 @@
 database (SQLite or PostgreSQL).
 
 They run in processes of their own (multiprocessing's ``spawn`` context), so this module imports nothing from the
-app or the fixtures (only tests.support's Database). Every writer gets ready, waits at a barrier so that all of
+app or the fixtures (only testkit's Database). Every writer gets ready, waits at a barrier so that all of
 them start at once, then writes until it has written ``Plan.count`` points, ``Plan.seconds`` have passed or the
 test sets ``stop``. It reports one dict on the ``results`` queue:
 ``{"name", "ok": True, "points", "batches", "stopped_by", "last_seqs"}`` or ``{"name", "ok": False, "error"}``.
@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import requests
 
-from tests.support import Database
+from testkit import Database
 
 #: How long a writer waits at the start barrier for the others and the test.
 READY_TIMEOUT = 60.0

@@ -1,0 +1,240 @@
+"""Clients of a live server: tokens, a REST helper, a recording Socket.IO client, and waits on its logs and metrics."""
+
+import threading
+import time
+import uuid
+
+import jwt
+import requests
+import socketio
+from prometheus_client.parser import text_string_to_metric_families
+
+JWT_SECRET = "test-secret-for-the-suite-only-0123456789abcdef"
+
+DEFAULT_TIMEOUT = 15.0
+
+
+def unique(prefix):
+    """Return ``prefix`` plus a short random suffix (tenants and entities per test)."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def mint_token(tenant_id="t1", roles=(), ttl=3600, algorithm="HS256", key=JWT_SECRET, **claims):
+    """Sign a token the way an identity provider would."""
+    now = int(time.time())
+    body = {"sub": "tester", "tenantId": tenant_id, "roles": list(roles), "iat": now, "exp": now + ttl}
+    body.update(claims)
+    body = {k: v for k, v in body.items() if v is not None}
+    return jwt.encode(body, key, algorithm=algorithm)
+
+
+class Api:
+    """REST calls against a live server, with the token of one tenant."""
+
+    def __init__(self, base_url, token):
+        self.base = base_url + "/api/v1"
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def call(self, method, path, expect=None, **kwargs):
+        """Send a request; when ``expect`` is given, assert the status and return the JSON body."""
+        response = self.session.request(method, self.base + path, timeout=DEFAULT_TIMEOUT, **kwargs)
+        if expect is not None:
+            assert response.status_code == expect, (response.status_code, response.text)
+            return response.json()
+        return response
+
+    def create_dashboard(self, name="Overview", tiles=None):
+        """Create a dashboard with tiles (default: two number tiles)."""
+        if tiles is None:
+            tiles = [
+                {"title": "Tickets", "metricName": "ticketsSold", "kind": "number"},
+                {"title": "Revenue", "metricName": "revenue", "kind": "number", "unit": "EUR"},
+            ]
+        return self.call("POST", "/dashboards", 201, json={"name": name, "tiles": tiles})
+
+    def dashboard(self, dashboard_id):
+        """One dashboard with its ordered tiles (asserts 200)."""
+        return self.call("GET", f"/dashboards/{dashboard_id}", 200)
+
+    def put_entity(self, entity_id, entity_type="event", dashboard_id=None, name="Test entity"):
+        """Register an entity."""
+        body = {"entityType": entity_type, "name": name}
+        if dashboard_id is not None:
+            body["dashboardId"] = dashboard_id
+        return self.call("PUT", f"/entities/{entity_id}", json=body).json()
+
+    def ingest(self, *points):
+        """Record metric points ``(entityId, metricName, value)``; return the response body."""
+        body = {"metrics": [{"entityId": e, "metricName": m, "value": v} for e, m, v in points]}
+        return self.call("POST", "/metrics", 201, json=body)
+
+
+def tenant_with_entity(base_url, entity_id="event-1"):
+    """A new tenant with one event entity on a two-tile dashboard: ``(tenant_id, admin Api)``."""
+    tenant = unique("tenant")
+    api = Api(base_url, mint_token(tenant, roles=("admin", "ingest")))
+    api.put_entity(entity_id, "event", api.create_dashboard()["id"])
+    return tenant, api
+
+
+class RecordingClient:
+    """A python-socketio client that records every server event and lets a test wait for one."""
+
+    EVENTS = ("dashboard:initial", "metric:update", "dashboard:update", "error")
+
+    def __init__(self, namespace="/dashboard", reconnecting=False, **client_options):
+        """``reconnecting``: like the seed's client, reconnect by itself and subscribe again on every connect.
+
+        ``client_options`` go to ``socketio.Client``.
+        """
+        self.namespace = namespace
+        options = {"reconnection": reconnecting, "reconnection_delay": 0.2, "reconnection_delay_max": 1}
+        self.client = socketio.Client(**{**options, **client_options})
+        self._record_in_wire_order()
+        self.events = []
+        self.connect_errors = []
+        self.disconnects = []
+        self.connects = 0
+        self.subscriptions = {}
+        self._cond = threading.Condition()
+        for name in self.EVENTS:
+            self.client.on(name, self._recorder(name), namespace=namespace)
+        self.client.on("connect", self._record_connect, namespace=namespace)
+        self.client.on("connect_error", self._record_connect_error, namespace=namespace)
+        self.client.on("disconnect", self._record_disconnect, namespace=namespace)
+
+    def _record_in_wire_order(self):
+        """Handle the server's messages one by one, in the order they arrive.
+
+        python-engineio's client hands each message to its handler through
+        ``start_background_task``, a thread per message, so two events that
+        arrive back to back could be recorded in either order; the tests check
+        the order the server sent them in. The message handler is run at once
+        instead, in the client's reading thread (public names only: the
+        client's ``start_background_task`` and its ``handlers``).
+        """
+        eio = self.client.eio
+        start_task = eio.start_background_task
+
+        def start_in_order(target, *args, **kwargs):
+            if target == eio.handlers.get("message"):
+                target(*args, **kwargs)
+                return None
+            return start_task(target, *args, **kwargs)
+
+        eio.start_background_task = start_in_order
+
+    def _recorder(self, name):
+        def record(*args):
+            with self._cond:
+                self.events.append((name, args[0] if len(args) == 1 else args))
+                self._cond.notify_all()
+
+        return record
+
+    def _record_connect(self):
+        with self._cond:
+            self.connects += 1
+            again = self.connects > 1
+            self._cond.notify_all()
+        if again:
+            for entity_id, entity_type in list(self.subscriptions.items()):
+                self.emit("subscribe", {"entityId": entity_id, "entityType": entity_type})
+
+    def _record_connect_error(self, data=None):
+        with self._cond:
+            self.connect_errors.append(data)
+            self._cond.notify_all()
+
+    def _record_disconnect(self, reason=None):
+        with self._cond:
+            self.disconnects.append(reason)
+            self._cond.notify_all()
+
+    def connect(self, url, token, transports=("websocket",), wait=True):
+        """Connect with ``auth.token``; raise socketio.exceptions.ConnectionError when refused."""
+        self.client.connect(
+            url,
+            namespaces=[self.namespace],
+            auth={"token": token} if token is not None else None,
+            transports=list(transports),
+            wait_timeout=DEFAULT_TIMEOUT,
+        )
+        return self
+
+    def emit(self, event, data=None):
+        """Send a client event."""
+        self.client.emit(event, data, namespace=self.namespace)
+
+    def call(self, event, data=None):
+        """Send a client event and wait for its acknowledgement."""
+        return self.client.call(event, data, namespace=self.namespace, timeout=DEFAULT_TIMEOUT)
+
+    def subscribe(self, entity_id, entity_type="event"):
+        """Subscribe and return the ``dashboard:initial`` for that entity."""
+        mark = len(self.events)
+        self.subscriptions[entity_id] = entity_type
+        self.emit("subscribe", {"entityId": entity_id, "entityType": entity_type})
+        return self.wait_for("dashboard:initial", lambda d: d["entityId"] == entity_id, after=mark)
+
+    def of(self, name):
+        """Every payload of event ``name`` received so far."""
+        with self._cond:
+            return [data for event, data in self.events if event == name]
+
+    def wait_for(self, name, predicate=None, timeout=DEFAULT_TIMEOUT, after=0):
+        """Wait for an event ``name`` (after index ``after``) whose payload satisfies ``predicate``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for event, data in self.events[after:]:
+                    if event == name and (predicate is None or predicate(data)):
+                        return data
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"no {name!r} event within {timeout}s; got {self.events[-10:]}")
+                self._cond.wait(remaining)
+
+    def wait_until(self, condition, timeout=DEFAULT_TIMEOUT, what="condition"):
+        """Wait until ``condition(self)`` is true, re-checked on every event received."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not condition(self):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"{what} not met within {timeout}s; last events {self.events[-10:]}")
+                self._cond.wait(remaining)
+
+    def disconnect(self):
+        """Disconnect if connected."""
+        if self.client.connected:
+            self.client.disconnect()
+
+
+def scrape_metrics(base_url):
+    """Every sample of the server's ``/metrics`` as ``{(name, sorted label items): value}``."""
+    response = requests.get(base_url + "/metrics", timeout=5)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def metric_value(base_url, name, **labels):
+    """One sample of the server's ``/metrics``, 0 when the series does not exist yet."""
+    return scrape_metrics(base_url).get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def wait_for_metric(base_url, name, expected, at_least=False, timeout=DEFAULT_TIMEOUT, **labels):
+    """Wait until the sample equals ``expected`` (or reaches it); gauges and counts are published once a second."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = metric_value(base_url, name, **labels)
+        if current == expected or (at_least and current >= expected):
+            return
+        assert time.monotonic() < deadline, f"{name}{labels} is {current}, expected {expected}"
+        time.sleep(0.05)

@@ -1,0 +1,170 @@
+"""A real gunicorn server of the project in a subprocess, on a port and database of its own."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import requests
+
+from testkit.clients import DEFAULT_TIMEOUT, JWT_SECRET
+from testkit.services import Database, database_url_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BIN = Path(sys.executable).parent
+
+SECRET_KEY = "admin-session-key-for-the-suite-only-0123456789"
+
+
+def free_port():
+    """Return a TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def flask_cli(env, *args, root=ROOT):
+    """Run ``flask --app wsgi ARGS`` with ``env`` in the checkout ``root``; return the completed process."""
+    return subprocess.run(
+        [str(BIN / "flask"), "--app", "wsgi", *args], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+class LiveServer:
+    """gunicorn with the gevent-websocket worker and gunicorn.conf.py, on its own port and database.
+
+    ``root`` is the checkout whose code it runs (this one unless a benchmark compares two).
+    """
+
+    def __init__(self, env, log_path, root=ROOT):
+        self.env = env
+        self.root = root
+        self.port = int(env["PORT"])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.proc = None
+
+    def migrate(self):
+        """Create or migrate the database."""
+        result = flask_cli(self.env, "db", "upgrade", root=self.root)
+        assert result.returncode == 0, result.stderr
+
+    def start(self):
+        """Start gunicorn and wait until /healthz answers 200."""
+        log = open(self.log_path, "ab")  # noqa: SIM115 (kept open for the subprocess)
+        self.proc = subprocess.Popen(
+            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:serve()"],
+            cwd=self.root,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        try:
+            self._wait_ready(deadline=time.monotonic() + 30)
+        except BaseException:
+            self.stop()  # never leave a half-started server behind
+            raise
+
+    def _wait_ready(self, deadline):
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:  # refused, or accepted before the worker booted
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server not ready after 30 s:\n{self.log_tail()}")
+
+    def stop(self):
+        """Stop gunicorn (SIGTERM, then SIGKILL after its graceful timeout)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    @property
+    def database(self):
+        """Straight access to the server's database."""
+        return Database(self.env["DATABASE_URL"])
+
+    @property
+    def database_path(self):
+        """Path of the server's SQLite file."""
+        return self.env["DATABASE_URL"].removeprefix("sqlite:///")
+
+    def insert_changes(self, rows):
+        """Insert ``(tenant_id, entity_id, metric_name, value)`` rows into the change log in one
+        transaction, as an external writer would; return the last ``seq``."""
+        with self.database.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO change_log (tenant_id, entity_id, metric_name, value) VALUES (?, ?, ?, ?)", rows
+            )
+            return conn.execute("SELECT MAX(seq) FROM change_log").fetchone()[0]
+
+    def log_tail(self, lines=40):
+        """The last lines of the server's log."""
+        return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextmanager
+def running_server(tmp_dir, backend=None, **overrides):
+    """A migrated, started server of its own (``server_env`` overrides), stopped on exit.
+
+    With ``backend``, the server gets a fresh database of that kind (unless
+    ``DATABASE_URL`` is among the overrides).
+    """
+    with ExitStack() as stack:
+        if backend is not None and "DATABASE_URL" not in overrides:
+            overrides["DATABASE_URL"] = stack.enter_context(database_url_for(backend, tmp_dir))
+        Path(tmp_dir).mkdir(parents=True, exist_ok=True)
+        server = LiveServer(server_env(tmp_dir, **overrides), Path(tmp_dir) / "server.log")
+        server.migrate()
+        server.start()
+        stack.callback(server.stop)
+        yield server
+
+
+def server_env(tmp_dir, **overrides):
+    """Environment for a test server: its own SQLite file, fast polling, no simulator."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JWT_", "DATABASE_", "SIMULATOR", "SECRET_KEY", "ADMIN_"))
+    }
+    env.update(
+        {
+            "PORT": str(free_port()),
+            "HOST": "127.0.0.1",
+            "DATABASE_URL": f"sqlite:///{Path(tmp_dir) / 'analytics.db'}",
+            "JWT_SECRET": JWT_SECRET,
+            "SECRET_KEY": SECRET_KEY,
+            "POLL_INTERVAL": "0.05",
+            "SIMULATOR": "0",
+            "MAX_SUBSCRIPTIONS_PER_CONNECTION": "5",
+            "SOCKET_RATE_LIMIT": "200/second",
+            "GRACEFUL_TIMEOUT": "3",
+            "LOG_LEVEL": "INFO",
+        }
+    )
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+def wait_for_log(server, text, timeout=DEFAULT_TIMEOUT):
+    """Wait until ``text`` appears in the server's log."""
+    deadline = time.monotonic() + timeout
+    while text not in server.log_tail(2000):
+        assert time.monotonic() < deadline, f"{text!r} not logged within {timeout}s:\n{server.log_tail()}"
+        time.sleep(0.05)
