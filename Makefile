@@ -45,6 +45,10 @@ db: install instance/jwt-secret
 
 ## run: start the service on PORT (default 4004) with SQLite and the demo simulator
 run: db instance/secret-key
+	@if $(BIN)/python -c "import socket; socket.create_server(('$(HOST)', $(PORT))).close()" 2>&1 \
+			| grep -q "Address already in use"; then \
+		echo "port $(PORT) is in use: PORT=$$(($(PORT) + 1)) make run"; exit 1; \
+	fi
 	@export JWT_SECRET="$${JWT_SECRET:-$$(cat instance/jwt-secret)}" HOST=$(or $(HOST),127.0.0.1) PORT=$(PORT) SIMULATOR=$(SIMULATOR); \
 	export SECRET_KEY="$${SECRET_KEY:-$$(cat instance/secret-key)}" ADMIN_DEV_LOGIN=$(ADMIN_DEV_LOGIN); \
 	token=$$($(BIN)/flask --app wsgi token --roles admin,ingest --lifetime 86400); \
@@ -58,7 +62,9 @@ run: db instance/secret-key
 	echo "  dev token (24 h, roles admin+ingest):"; \
 	echo "$$token"; \
 	echo; \
-	exec $(BIN)/gunicorn -c gunicorn.conf.py 'wsgi:serve()'
+	echo "Stop it with Ctrl-C."; \
+	echo; \
+	exec $(BIN)/gunicorn -c gunicorn.conf.py
 
 ## lint: ruff check and format check
 lint: install

@@ -11,6 +11,8 @@ def _env(name, default):
     return value or default
 
 
+# The application: ``gunicorn -c gunicorn.conf.py`` serves it without naming it (``wsgi:app`` works too).
+wsgi_app = "wsgi:app"
 bind = _env("BIND", f"{_env('HOST', '0.0.0.0')}:{_env('PORT', '4004')}")
 # gevent-websocket's worker serves both transports; plain "gevent" breaks websockets.
 worker_class = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
@@ -76,29 +78,7 @@ if _env("LOG_FORMAT", "text").lower() == "json":
 
 
 def post_worker_init(worker):
-    """Serve connections with the app's handler; when this worker is told to stop (SIGTERM, or
-    SIGHUP's restart), close its sockets at once.
+    """Start serving in this worker: connection handler, background work, drain on stop (app/serving.py)."""
+    from app.serving import start_worker
 
-    Open websockets would otherwise hold the worker for ``graceful_timeout`` and
-    then be cut; closed at once, their clients reconnect to another worker or
-    node within a second, while this worker answers Socket.IO requests 503.
-    """
-    import gevent
-
-    from app.realtime.transport import connection_handler
-
-    # Here, in the worker after gevent's monkey-patching (the master must not import the
-    # app), and before the worker builds its server with this handler class.
-    realtime = worker.wsgi.extensions["realtime"]
-    worker.wsgi_handler = connection_handler(realtime.refuses_upgrade)
-    # The server calls the Flask app's WSGI callable itself, which is all Flask.__call__
-    # does: an object's __call__ runs in a C frame of its own (Python 3.11), which the
-    # stack of every idle websocket's greenlet would keep (docs/benchmarks.md, memory).
-    worker.wsgi = worker.wsgi.wsgi_app
-
-    def drain_when_told_to_stop():
-        while worker.alive:
-            gevent.sleep(0.1)
-        realtime.drain()
-
-    gevent.spawn(drain_when_told_to_stop)
+    start_worker(worker)

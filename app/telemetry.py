@@ -123,9 +123,9 @@ def observe_change_age(recorded_at):
 
 
 class SocketSampler(BackgroundLoop):
-    """Sets the socket gauges of this worker from the Socket.IO manager's rooms, and its write counts.
+    """Sets the socket gauges of this worker from the Socket.IO server's rooms, and its write counts.
 
-    Sampling reads the rooms python-socketio keeps anyway, so connect, disconnect,
+    Sampling counts the rooms python-socketio keeps anyway, so connect, disconnect,
     subscribe and unsubscribe carry no bookkeeping of their own and the gauges cannot drift.
     Packet counts are plain integers on the server (a Prometheus update per packet would
     cost as much as the write), added here once a second.
@@ -138,14 +138,8 @@ class SocketSampler(BackgroundLoop):
     def step(self):
         """Count the sockets and subscriptions of every registered namespace, and the packets written."""
         self._count_writes()
-        for namespace in self._sio.namespace_handlers:
-            rooms = self._sio.manager.rooms.get(namespace, {})
-            connected = rooms.get(None, {})
-            # Every socket is alone in a room named after its sid; the other rooms are entities.
-            subscriptions = sum(
-                len(members) for room, members in rooms.items() if room is not None and room not in connected
-            )
-            SOCKETS.labels(namespace).set(len(connected))
+        for namespace, (connected, subscriptions) in self._sio.room_counts().items():
+            SOCKETS.labels(namespace).set(connected)
             SUBSCRIPTIONS.labels(namespace).set(subscriptions)
 
     def _count_writes(self):
@@ -155,24 +149,11 @@ class SocketSampler(BackgroundLoop):
         self._written = counts
 
 
-def _count_emits(sio):
-    """Wrap ``sio.emit`` and ``sio.emit_local``: every emit, from a namespace or from background work, is counted.
-
-    ``Namespace.emit`` goes through ``Server.emit``, the change feed through
-    ``DirectServer.emit_local``; an ``error`` event also counts as an error with its catalogue code.
-    """
-
-    def counting(emit):
-        def counted_emit(event, data=None, *args, namespace=None, **kwargs):
-            EMITS.labels(namespace or "/", event).inc()
-            if event == "error" and isinstance(data, dict) and "code" in data:
-                count_error(data["code"], "socket")
-            return emit(event, data, *args, namespace=namespace, **kwargs)
-
-        return counted_emit
-
-    sio.emit = counting(sio.emit)
-    sio.emit_local = counting(sio.emit_local)
+def count_emit(event, data, namespace):
+    """Count one emit by the server (``SocketServer.emit_observer``); an ``error`` event also counts as an error."""
+    EMITS.labels(namespace or "/", event).inc()
+    if event == "error" and isinstance(data, dict) and "code" in data:
+        count_error(data["code"], "socket")
 
 
 bp = Blueprint("telemetry", __name__)
@@ -212,5 +193,5 @@ def init_telemetry(app, realtime):
     app.register_blueprint(bp)
     app.before_request(_start_timer)
     app.after_request(_count_request)
-    _count_emits(realtime.sio)
+    realtime.sio.emit_observer = count_emit
     realtime.add_background(SocketSampler(realtime.sio))

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.memory --clients 2000
 
-Runs the app as ``wsgi:serve()`` builds it, served by gevent's WSGIServer with the
+Runs the app ``wsgi:app``, served by gevent's WSGIServer with the
 app's gevent-websocket handler, ``ConnectionHandler`` (what the gunicorn worker runs,
 without gunicorn around it), in this process with tracemalloc on; connects ``clients`` subscribed websocket connections
 from the Node load generator, and compares snapshots before and after. Writes
@@ -54,14 +54,16 @@ def main():
 
     from gevent.pywsgi import WSGIServer
 
-    from app.realtime.transport import connection_handler  # after the environment is set
+    from app.realtime.engine.handler import connection_handler  # after the environment is set
     from bench.harness import LoadGenerator, Tenant
-    from wsgi import serve
 
     tracemalloc.start(opts.frames)
-    app = serve()
-    # As gunicorn.conf.py's post_worker_init sets up the worker.
-    handler = connection_handler(app.extensions["realtime"].refuses_upgrade)
+    from wsgi import app
+
+    # As gunicorn.conf.py's post_worker_init sets up the worker (app/serving.py).
+    realtime = app.extensions["realtime"]
+    realtime.start()
+    handler = connection_handler(realtime.refuses_upgrade)
     server = WSGIServer(("127.0.0.1", port), app.wsgi_app, handler_class=handler, log=None)
     server.start()
 

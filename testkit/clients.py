@@ -31,13 +31,15 @@ def mint_token(tenant_id="t1", roles=(), ttl=3600, algorithm="HS256", key=JWT_SE
 class Api:
     """REST calls against a live server, with the token of one tenant."""
 
-    def __init__(self, base_url, token):
+    def __init__(self, base_url, token, verify=True):
         self.base = base_url + "/api/v1"
         self.session = requests.Session()
+        self.verify = verify  # per request: REQUESTS_CA_BUNDLE in the environment would override the session's
         self.session.headers["Authorization"] = f"Bearer {token}"
 
     def call(self, method, path, expect=None, **kwargs):
         """Send a request; when ``expect`` is given, assert the status and return the JSON body."""
+        kwargs.setdefault("verify", self.verify)
         response = self.session.request(method, self.base + path, timeout=DEFAULT_TIMEOUT, **kwargs)
         if expect is not None:
             assert response.status_code == expect, (response.status_code, response.text)
@@ -70,10 +72,10 @@ class Api:
         return self.call("POST", "/metrics", 201, json=body)
 
 
-def tenant_with_entity(base_url, entity_id="event-1"):
+def tenant_with_entity(base_url, entity_id="event-1", verify=True):
     """A new tenant with one event entity on a two-tile dashboard: ``(tenant_id, admin Api)``."""
     tenant = unique("tenant")
-    api = Api(base_url, mint_token(tenant, roles=("admin", "ingest")))
+    api = Api(base_url, mint_token(tenant, roles=("admin", "ingest")), verify=verify)
     api.put_entity(entity_id, "event", api.create_dashboard()["id"])
     return tenant, api
 

@@ -39,13 +39,17 @@ class LiveServer:
     """gunicorn with the gevent-websocket worker and gunicorn.conf.py, on its own port and database.
 
     ``root`` is the checkout whose code it runs (this one unless a benchmark compares two).
+    ``tls``: ``(certfile, keyfile)`` for gunicorn to terminate TLS itself (its ``--certfile``
+    and ``--keyfile``); the server is then at ``https://`` and ``verify`` is the certificate.
     """
 
-    def __init__(self, env, log_path, root=ROOT):
+    def __init__(self, env, log_path, root=ROOT, tls=None):
         self.env = env
         self.root = root
         self.port = int(env["PORT"])
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.verify = str(tls[0]) if tls else True
         self.log_path = log_path
         self.proc = None
 
@@ -57,8 +61,9 @@ class LiveServer:
     def start(self):
         """Start gunicorn and wait until /healthz answers 200."""
         log = open(self.log_path, "ab")  # noqa: SIM115 (kept open for the subprocess)
+        tls_args = ["--certfile", str(self.tls[0]), "--keyfile", str(self.tls[1])] if self.tls else []
         self.proc = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:serve()"],
+            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", *tls_args],
             cwd=self.root,
             env=self.env,
             stdout=log,
@@ -76,7 +81,7 @@ class LiveServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
+                if requests.get(self.url + "/healthz", timeout=2, verify=self.verify).status_code == 200:
                     return
             except requests.RequestException:  # refused, or accepted before the worker booted
                 pass
@@ -119,17 +124,18 @@ class LiveServer:
 
 
 @contextmanager
-def running_server(tmp_dir, backend=None, **overrides):
+def running_server(tmp_dir, backend=None, tls=None, **overrides):
     """A migrated, started server of its own (``server_env`` overrides), stopped on exit.
 
     With ``backend``, the server gets a fresh database of that kind (unless
-    ``DATABASE_URL`` is among the overrides).
+    ``DATABASE_URL`` is among the overrides); with ``tls`` (``(certfile, keyfile)``),
+    gunicorn terminates TLS itself.
     """
     with ExitStack() as stack:
         if backend is not None and "DATABASE_URL" not in overrides:
             overrides["DATABASE_URL"] = stack.enter_context(database_url_for(backend, tmp_dir))
         Path(tmp_dir).mkdir(parents=True, exist_ok=True)
-        server = LiveServer(server_env(tmp_dir, **overrides), Path(tmp_dir) / "server.log")
+        server = LiveServer(server_env(tmp_dir, **overrides), Path(tmp_dir) / "server.log", tls=tls)
         server.migrate()
         server.start()
         stack.callback(server.stop)

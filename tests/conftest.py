@@ -203,14 +203,15 @@ def new_page(browser):
 
 @pytest.fixture
 def node_client(tmp_path):
-    """Start the seed's Node client: ``node_client(url, entity_id, token=None, transports="websocket")``.
+    """Start the seed's Node client: ``node_client(url, entity_id, token=None, transports="websocket", extra_env)``.
 
     Every run started here is killed at teardown.
     """
     runs = []
 
-    def start(url, entity_id, token=None, transports="websocket"):
-        run = start_seed_example(url, entity_id, token, transports, tmp_path / f"seed-example-{len(runs)}.stderr")
+    def start(url, entity_id, token=None, transports="websocket", extra_env=None):
+        stderr_path = tmp_path / f"seed-example-{len(runs)}.stderr"
+        run = start_seed_example(url, entity_id, token, transports, stderr_path, extra_env)
         runs.append(run)
         return run
 

@@ -17,15 +17,18 @@ SCRIPT = NODE_DIR / "seed_example.mjs"
 _EOF = object()
 
 
-def start_seed_example(url, entity_id, token, transports, stderr_path):
-    """Start seed_example.mjs against ``url``; ``token=None`` connects without ``auth``."""
+def start_seed_example(url, entity_id, token, transports, stderr_path, extra_env=None):
+    """Start seed_example.mjs against ``url``; ``token=None`` connects without ``auth``.
+
+    ``extra_env`` adds to Node's environment (``NODE_EXTRA_CA_CERTS`` to trust a test certificate).
+    """
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is not on PATH: these tests run the seed's JavaScript client (CI has Node 18+)")
     if not (NODE_DIR / "node_modules" / "socket.io-client").is_dir():
         pytest.fail(f"socket.io-client is not installed in {NODE_DIR}: run `make install`")
     env = {k: v for k, v in os.environ.items() if k not in ("TOKEN", "DEBUG", "NODE_OPTIONS")}
-    env.update(SERVER_URL=url, ENTITY_ID=entity_id, TRANSPORTS=transports)
+    env.update(SERVER_URL=url, ENTITY_ID=entity_id, TRANSPORTS=transports, **(extra_env or {}))
     if token is not None:
         env["TOKEN"] = token
     with open(stderr_path, "wb") as stderr:

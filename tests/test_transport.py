@@ -1,4 +1,4 @@
-"""Direct websocket writes (app/realtime/transport.py): order, completeness and slow readers, on real sockets."""
+"""Direct websocket writes (app/realtime/engine/): order, completeness and slow readers, on real sockets."""
 
 import http.client
 import json
@@ -11,7 +11,7 @@ import gevent.socket
 import pytest
 import websocket
 
-from app.realtime.transport import CORK_LIMIT, OutputBuffer
+from app.realtime.engine.output import CORK_LIMIT, OutputBuffer
 from testkit import (
     DEFAULT_TIMEOUT,
     Api,

@@ -26,13 +26,8 @@ class SocketActivity:
 
     def subscriber_count(self, tenant_id, entity_ids):
         """Sockets (one per namespace connection) subscribed right now to any of the tenant's ``entity_ids``."""
-        rooms = {room_for(tenant_id, entity_id) for entity_id in entity_ids}
-        sockets = set()
-        for namespace in (DASHBOARD_NAMESPACE, UPDATES_NAMESPACE):
-            for room, members in self._sio.manager.rooms.get(namespace, {}).items():
-                if room in rooms:
-                    sockets.update((namespace, sid) for sid in members)
-        return len(sockets)
+        rooms = [room_for(tenant_id, entity_id) for entity_id in entity_ids]
+        return sum(len(self._sio.subscribers(ns, rooms)) for ns in (DASHBOARD_NAMESPACE, UPDATES_NAMESPACE))
 
     def record(self, tenant_id, entity_ids, event, summary, recipients):
         """Remember that ``event`` went to the rooms of ``entity_ids`` (``recipients`` sockets)."""
@@ -59,4 +54,4 @@ class SocketActivity:
 
     def room_size(self, namespace, room):
         """Sockets in one room of one namespace."""
-        return len(self._sio.manager.rooms.get(namespace, {}).get(room) or ())
+        return self._sio.subscriber_count(namespace, room)

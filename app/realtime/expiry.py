@@ -39,7 +39,7 @@ class TokenExpiryWatch(BackgroundLoop):
             if self._live.get((sid, namespace)) != expires_at:
                 continue
             del self._live[(sid, namespace)]
-            if not self._sio.manager.is_connected(sid, namespace):
+            if not self._sio.is_connected(sid, namespace):
                 continue
             self._sio.emit(
                 "error", AppError(errors.TOKEN_EXPIRED).to_dict(), to=sid, namespace=namespace, ignore_queue=True

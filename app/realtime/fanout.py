@@ -14,7 +14,7 @@ LAYOUT_ACTIONS = frozenset({"added", "removed", "updated", "reordered"})
 class FanOut:
     """Emits ``metric:update`` and ``dashboard:update``; each packet is encoded once per emit.
 
-    Emits are local to this process (``DirectServer.emit_local``): every process reads the
+    Emits are local to this process (``SocketServer.emit_local``): every process reads the
     change log itself, so passing them through a message queue as well would
     deliver each change once per process (docs/deployment.md).
     """
@@ -24,16 +24,13 @@ class FanOut:
         self._activity = activity  # a SocketActivity that remembers what was sent, or None
 
     def batch(self):
-        """A block whose emits leave each socket in one write at its end (``DirectServer.batch``)."""
+        """A block whose emits leave each socket in one write at its end (``SocketServer.batch``)."""
         return self._sio.batch()
-
-    def _has_subscribers(self, namespace, room):
-        return bool(self._sio.manager.rooms.get(namespace, {}).get(room))
 
     def metric(self, change):
         """Send a metric change to the entity's room on ``/dashboard``, if anyone is there."""
         room = room_for(change.tenant_id, change.entity_id)
-        if not self._has_subscribers(DASHBOARD_NAMESPACE, room):
+        if not self._sio.has_subscribers(DASHBOARD_NAMESPACE, room):
             return
         data = {
             "entityId": change.entity_id,
@@ -70,7 +67,7 @@ class FanOut:
             data["order"] = payload["order"]
         recipients = 0
         for namespace in (DASHBOARD_NAMESPACE, UPDATES_NAMESPACE):
-            live = [room for room in rooms if self._has_subscribers(namespace, room)]
+            live = [room for room in rooms if self._sio.has_subscribers(namespace, room)]
             if live:
                 self._sio.emit_local("dashboard:update", data, to=live, namespace=namespace)
                 if self._activity is not None:

@@ -48,7 +48,7 @@ class EntityNamespace(socketio.Namespace):
         # successful connect always saves one.
         if event == "connect" and len(args) == 3 and not self.get_session(sid):
             return self.on_connect(*args)
-        if event == "disconnect" and not self.server.manager.is_connected(sid, self.namespace):
+        if event == "disconnect" and not self.server.is_connected(sid, self.namespace):
             return self.on_disconnect(*args)
         try:
             with self.session(sid) as session:

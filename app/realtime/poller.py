@@ -166,7 +166,7 @@ class ChangePoller:
                     if not batch.full:
                         break
                 snapshot = entity_snapshot(tenant_id, entity_id, entity_type)
-            if not self._sio.manager.is_connected(sid, namespace):
+            if not self._sio.is_connected(sid, namespace):
                 return None
             self._sio.enter_room(sid, room_for(tenant_id, entity_id), namespace=namespace)
             snapshot["seq"] = self.position

@@ -10,12 +10,11 @@ from app import errors
 from app.errors import AppError
 from app.extensions import db
 from app.realtime.activity import SocketActivity
-from app.realtime.backlog import BacklogWatch
+from app.realtime.engine import BacklogWatch, SocketServer
 from app.realtime.expiry import TokenExpiryWatch
 from app.realtime.fanout import FanOut
 from app.realtime.namespaces import namespaces_for
 from app.realtime.poller import ChangePoller
-from app.realtime.transport import DirectServer
 from app.telemetry import observe_notification_lag
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ class Realtime:
 
     def __init__(self, app):
         config = app.config
-        self.sio = DirectServer(
+        self.sio = SocketServer(
             async_mode="gevent",
             client_manager=client_manager(config),
             cors_allowed_origins=config["CORS_ALLOWED_ORIGINS"],
@@ -100,14 +99,14 @@ class Realtime:
 
         Socket.IO requests while draining (503, above), and those for a session
         this process does not hold (engine.io's 400 "Invalid session"); see
-        ``transport.ConnectionHandler``.
+        ``engine.handler.ConnectionHandler``.
         """
         if not _is_socketio(environ):
             return False
         if self.draining:
             return True
         sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid")
-        return sid is not None and sid[0] not in self.sio.eio.sockets
+        return sid is not None and not self.sio.holds_session(sid[0])
 
     def start(self):
         """Start the background work of this process."""
@@ -125,14 +124,9 @@ class Realtime:
         if self.draining:
             return
         self.draining = True
-        sockets = list(self.sio.eio.sockets.values())
-        log.info("draining: closing %d sockets", len(sockets))
-        for socket in sockets:
-            # Drop the transport without a Socket.IO or Engine.IO close packet:
-            # clients (socket.io-client and python-socketio alike) take that as a
-            # lost connection and reconnect by themselves; after a close packet
-            # python-socketio would not.
-            socket.close(wait=False, abort=True, reason=self.sio.eio.reason.TRANSPORT_CLOSE)
+        # Without a Socket.IO or Engine.IO close packet: clients take that as a lost
+        # connection and reconnect by themselves (SocketServer.drop_connections).
+        log.info("draining: closed %d sockets", self.sio.drop_connections())
         self.stop()
 
 

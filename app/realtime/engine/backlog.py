@@ -3,7 +3,6 @@
 import logging
 
 from app.background import BackgroundLoop
-from app.realtime.transport import buffered, discard_output
 from app.telemetry import set_output_backlog
 
 log = logging.getLogger(__name__)
@@ -18,7 +17,7 @@ class BacklogWatch(BackgroundLoop):
     rooms at once, so nothing more is queued for it, and its connection is shut
     down, so the client sees it drop and reconnects, getting a fresh
     ``dashboard:initial``. Only the sockets that had something waiting since the
-    last look are visited (``EngineServer.backed_up``), not every socket held.
+    last look are visited (``Connections.waiting``), not every socket held.
     """
 
     def __init__(self, sio, limit, interval=1.0):
@@ -29,26 +28,29 @@ class BacklogWatch(BackgroundLoop):
     def step(self):
         """Close every socket over the limit; report what the others still have buffered."""
         eio = self._sio.eio
-        backed_up = eio.backed_up
+        connections = eio.connections
         still_buffered = 0
-        for socket in list(backed_up):
-            in_buffer = buffered(socket)
-            queued = socket.queue.qsize() + in_buffer
-            if socket.closed or not queued:
-                backed_up.discard(socket)  # added again when something waits for it again
+        for sid in list(connections.waiting):
+            socket = eio.sockets.get(sid)
+            in_buffer = connections.buffered(sid)
+            queued = (socket.queue.qsize() if socket is not None else 0) + in_buffer
+            if socket is None or socket.closed or not queued:
+                connections.waiting.discard(sid)  # added again when something waits for it again
                 continue
             if queued <= self._limit:
                 still_buffered += in_buffer
                 continue
             log.warning(
-                "socket %s is not reading (%d packets queued, limit %d); disconnecting", socket.sid, queued, self._limit
+                "socket %s is not reading (%d packets queued, limit %d); disconnecting", sid, queued, self._limit
             )
+            output = connections.outputs.get(sid)
             # abort: do not wait for the queue to drain, it never would.
             socket.close(wait=False, abort=True, reason=eio.reason.SERVER_DISCONNECT)
-            discard_output(socket)
-            if eio.sockets.get(socket.sid) is socket:
-                del eio.sockets[socket.sid]
-            backed_up.discard(socket)
+            if output is not None:
+                output.discard()
+            if eio.sockets.get(sid) is socket:
+                del eio.sockets[sid]
+            connections.waiting.discard(sid)
             self.disconnected += 1
         # Here rather than in telemetry's sampler: this sweep already visits every socket with a backlog.
         set_output_backlog(still_buffered)

@@ -1,0 +1,244 @@
+"""The compatibility note of the engine layer: what it was written against, and what to re-read on an upgrade.
+
+Every part of this package that stands in for, overrides or reads the internals
+of python-engineio, python-socketio, gevent-websocket, gevent or gunicorn is
+listed in ``UPSTREAM`` with the upstream function or class it relies on, the
+``sha256`` (first 16 hex digits) of that function's source as read, and what
+here depends on it. ``tests/engine/test_compat.py`` fails, naming what to
+re-read, when an installed version differs from ``PINNED`` (the versions in
+requirements.txt) or when the source of a listed function changed.
+
+To upgrade one of these libraries: pin the new version in requirements.txt and
+here, run ``tests/engine/``, re-read each upstream function the failure names
+beside the part of this package it lists, adapt the part, then record the new
+hash (the failure message prints it).
+"""
+
+from dataclasses import dataclass
+
+#: The versions this package was read against (requirements.txt pins the same).
+PINNED = {
+    "python-engineio": "4.15.1",
+    "python-socketio": "5.18.1",
+    "gevent-websocket": "0.10.1",
+    "gevent": "26.9.0",
+    "gunicorn": "27.0.1",
+}
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One upstream function or class the engine layer relies on."""
+
+    distribution: str  # as in PINNED
+    target: str  # "module:Qualified.name"
+    source_hash: str  # sha256 of inspect.getsource(target), first 16 hex digits
+    used_by: str  # what here mirrors, overrides or relies on it, and which private names
+
+
+UPSTREAM = (
+    # --- python-engineio: the websocket transport (websocket.py) -------------------------------------------------
+    Upstream(
+        "python-engineio",
+        "engineio.socket:Socket._websocket_handler",
+        "58afe122719282de",
+        "websocket.WebSocketTransport._serve and replace_queue repeat its upgrade handshake (probe, NOOP, UPGRADE) "
+        "and its read loop; its writer greenlet is replaced by PacketWriter, which writes what Socket.send puts on "
+        "Socket.queue at once. Reads socket.connected/upgrading/upgraded/queue and server.max_http_buffer_size.",
+    ),
+    Upstream(
+        "python-engineio",
+        "engineio.socket:Socket._upgrade_websocket",
+        "02f6ac05441609d3",
+        "calls server._async['websocket'](self._websocket_handler, self.server) and then the result with "
+        "(environ, start_response): websocket.websocket_driver is put in that slot (server.SocketServer.__init__) "
+        "and takes the bound _websocket_handler to find its engine.io socket (handler.__self__).",
+    ),
+    Upstream(
+        "python-engineio",
+        "engineio.async_drivers.gevent:WebSocketWSGI",
+        "d35186ab85c7df5d",
+        "the driver websocket.WebSocketTransport stands in for (same constructor and WSGI call).",
+    ),
+    Upstream(
+        "python-engineio",
+        "engineio.base_server:BaseServer.__init__",
+        "a06b17502fbd9646",
+        "sets the private dict server._async from the async driver; SocketServer.__init__ replaces its "
+        "'websocket' entry.",
+    ),
+    Upstream(
+        "python-engineio",
+        "engineio.socket:Socket.send",
+        "f8b2738ee5d48ab2",
+        "puts each outgoing packet on Socket.queue (PacketWriter.put writes it), after check_ping_timeout.",
+    ),
+    Upstream(
+        "python-engineio",
+        "engineio.socket:Socket.close",
+        "05fac55831999f25",
+        "puts None on Socket.queue to end the transport (PacketWriter.put(None) closes the websocket, which "
+        "detaches its output buffer).",
+    ),
+    # --- python-engineio: the heartbeat (heartbeat.py, eio.py) --------------------------------------------------------
+    Upstream(
+        "python-engineio",
+        "engineio.socket:Socket.schedule_ping",
+        "fe316639159cd70d",
+        "clears last_ping and starts the private Socket._send_ping as a background task: "
+        "eio.EngineServer.start_background_task recognises that target and queues the socket on the PingScheduler.",
+    ),
+    Upstream(
+        "python-engineio",
+        "engineio.socket:Socket._send_ping",
+        "21861287bd38dedc",
+        "heartbeat.PingScheduler._ping repeats it (sleep ping_interval, then set last_ping and send PING).",
+    ),
+    Upstream(
+        "python-engineio",
+        "engineio.server:Server._service_task",
+        "9492b7b0d652907d",
+        "heartbeat.PingScheduler._check repeats its timeout check (close a socket whose PING got no PONG within "
+        "ping_timeout, and drop closed sockets from server.sockets); the task itself is switched off with the "
+        "public monitor_clients=False.",
+    ),
+    # --- python-socketio: the server (server.py) ------------------------------------------------------------------
+    Upstream(
+        "python-socketio",
+        "socketio.server:Server._send_eio_packet",
+        "5fa452fb118c3565",
+        "overridden by server.SocketServer._send_eio_packet: the frame is built once per packet and written to an "
+        "open websocket's output buffer; otherwise this upstream method (server.eio.send_packet) is called.",
+    ),
+    Upstream(
+        "python-socketio",
+        "socketio.server:Server._engineio_server_class",
+        "8d7e7034b2457036",
+        "overridden by server.SocketServer to build eio.EngineServer.",
+    ),
+    Upstream(
+        "python-socketio",
+        "socketio.server:Server.emit",
+        "286cc60dade16e3c",
+        "overridden by server.SocketServer.emit to tell emit_observer (telemetry), then called.",
+    ),
+    Upstream(
+        "python-socketio",
+        "socketio.manager:Manager.emit",
+        "566510ea2de39d65",
+        "server.SocketServer.emit_local repeats its loop over manager.rooms[namespace][room] (a bidict of sid to "
+        "eio_sid) for one or several rooms, and falls back to it for binary packets.",
+    ),
+    Upstream(
+        "python-socketio",
+        "socketio.base_manager:BaseManager.get_participants",
+        "7d78ad681c95de5b",
+        "emit_local, has_subscribers, subscriber_count and subscribers read manager.rooms as it does.",
+    ),
+    Upstream(
+        "python-socketio",
+        "socketio.base_manager:BaseManager.pre_connect",
+        "bfdba4c0c8f1bd8a",
+        "server.SocketServer.room_counts relies on every socket being in room None and alone in a room named "
+        "after its sid.",
+    ),
+    Upstream(
+        "python-socketio",
+        "socketio.base_manager:BaseManager.basic_enter_room",
+        "3f509586d2d7f47e",
+        "the shape of manager.rooms: {namespace: {room: bidict(sid -> eio_sid)}}.",
+    ),
+    # --- gevent-websocket and gevent: frames, the handler, the output buffer ---------------------------------------
+    Upstream(
+        "gevent-websocket",
+        "geventwebsocket.websocket:WebSocket.__init__",
+        "db15065066548b15",
+        "sets ws.raw_write = stream.write (the handler socket's sendall); WebSocketTransport.serve replaces "
+        "raw_write with OutputBuffer.write, so gevent-websocket's own frames (pong, close) take the buffer too.",
+    ),
+    Upstream(
+        "gevent-websocket",
+        "geventwebsocket.websocket:WebSocket.send_frame",
+        "b2937fb4e8f711f0",
+        "writes every frame through raw_write (see WebSocket.__init__).",
+    ),
+    Upstream(
+        "gevent-websocket",
+        "geventwebsocket.websocket:WebSocket.close",
+        "528338fe180af5f4",
+        "sends the close frame through raw_write, then drops it; WebSocketTransport.close calls it once.",
+    ),
+    Upstream(
+        "gevent-websocket",
+        "geventwebsocket.websocket:Header.encode_header",
+        "14e5dfd8e3b6d960",
+        "websocket.text_frame builds a text frame's header with it (with WebSocket.OPCODE_TEXT).",
+    ),
+    Upstream(
+        "gevent-websocket",
+        "geventwebsocket.handler:WebSocketHandler.run_websocket",
+        "a3c4964039a9518b",
+        "handler.ConnectionHandler.run_websocket clears the handler's headers and response_headers before it.",
+    ),
+    Upstream(
+        "gevent-websocket",
+        "geventwebsocket.handler:WebSocketHandler.run_application",
+        "3bd9b787d3271269",
+        "handler.ConnectionHandler.run_application calls gevent's WSGIHandler.run_application instead for the "
+        "websocket requests the app refuses (no 101).",
+    ),
+    Upstream(
+        "gevent",
+        "gevent.pywsgi:WSGIHandler.__init__",
+        "c3d9e1009c3a0d6a",
+        "sets rfile when none is given; handler.ConnectionHandler replaces it with a 1 KiB reader.",
+    ),
+    Upstream(
+        "gevent",
+        "gevent._socket3:socket.__init__",
+        "187a3fe6b61a8376",
+        "the private attribute socket._sock, the non-blocking OS socket: output.OutputBuffer sends through its "
+        "send first on a plain TCP connection.",
+    ),
+    Upstream(
+        "gevent",
+        "gevent.ssl:SSLSocket.__init__",
+        "5e2502a3ce721f2b",
+        "an SSLSocket is a gevent socket whose _sock is the raw TCP socket under TLS: output.OutputBuffer must "
+        "never send through _sock on one (it hands every write to its flusher, which calls SSLSocket.sendall).",
+    ),
+    Upstream(
+        "gevent",
+        "gevent.ssl:SSLSocket.sendall",
+        "70709a39837845ac",
+        "what output.OutputBuffer's flusher sends a TLS connection's bytes with.",
+    ),
+    # --- gunicorn: installing the handler (gunicorn.py) -------------------------------------------------------------
+    Upstream(
+        "gunicorn",
+        "gunicorn.workers.base:Worker.init_process",
+        "114caccd7a0e3c21",
+        "calls the post_worker_init hook (gunicorn.install) after loading the app and before run().",
+    ),
+    Upstream(
+        "gunicorn",
+        "gunicorn.workers.base:Worker.init_signals",
+        "65442e0602b05f37",
+        "installs handle_quit for SIGINT and SIGQUIT before post_worker_init; gunicorn._quit_once replaces both "
+        "with a handler that lets only the first one through.",
+    ),
+    Upstream(
+        "gunicorn",
+        "gunicorn.workers.ggevent:GeventWorker.handle_quit",
+        "bb3ae10bcd1af60d",
+        "spawns Worker.handle_quit (sys.exit(0)) in a greenlet per signal: a second one during interpreter "
+        "shutdown prints a traceback, hence gunicorn._quit_once.",
+    ),
+    Upstream(
+        "gunicorn",
+        "gunicorn.workers.ggevent:GeventWorker.run",
+        "50119854ef8be38c",
+        "builds its server from worker.wsgi_handler and worker.wsgi, which gunicorn.install sets; the drain "
+        "watches worker.alive.",
+    ),
+)

@@ -1,0 +1,57 @@
+"""The Engine.IO server: python-engineio's, with one heartbeat loop and one registry of per-socket state."""
+
+import engineio
+from engineio.socket import Socket
+
+from app.realtime.engine.heartbeat import PingScheduler
+
+
+class Connections:
+    """The one registry of per-socket state kept beside python-engineio's sockets, by sid.
+
+    ``outputs``: the output buffer of each open websocket, while packets may be
+    written to it at once (from the end of its upgrade until it closes); a
+    broadcast looks each recipient up here once. ``waiting``: the sockets that
+    may have packets waiting (in a websocket's output buffer or a polling
+    socket's queue) since ``BacklogWatch`` last looked.
+    """
+
+    __slots__ = ("outputs", "waiting")
+
+    def __init__(self):
+        self.outputs = {}
+        self.waiting = set()
+
+    def attach(self, sid, output):
+        """Packets for ``sid`` may be written to ``output`` at once from now on."""
+        self.outputs[sid] = output
+
+    def detach(self, sid):
+        """``sid``'s websocket is closing: nothing more is written to it directly."""
+        self.outputs.pop(sid, None)
+
+    def mark_waiting(self, sid):
+        """``sid`` has packets waiting; the next sweep looks at it."""
+        self.waiting.add(sid)
+
+    def buffered(self, sid):
+        """Writes waiting in ``sid``'s websocket output buffer (0 without an open websocket)."""
+        output = self.outputs.get(sid)
+        return output.backlog if output is not None else 0
+
+
+class EngineServer(engineio.Server):
+    """``engineio.Server`` whose heartbeat is one ``PingScheduler``: no ping task per socket, no service task."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["monitor_clients"] = False  # the PingScheduler checks the timeouts
+        super().__init__(*args, **kwargs)
+        self.pings = PingScheduler(self)
+        self.connections = Connections()
+
+    def start_background_task(self, target, *args, **kwargs):
+        # Socket.schedule_ping starts Socket._send_ping as a task: queue the socket instead.
+        if getattr(target, "__func__", None) is Socket._send_ping and not args and not kwargs:
+            self.pings.add(target.__self__)
+            return None  # engine.io ignores the task of a scheduled ping
+        return super().start_background_task(target, *args, **kwargs)

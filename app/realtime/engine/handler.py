@@ -1,0 +1,52 @@
+"""gevent-websocket's per-connection handler, lighter per connection, with no upgrade the app would refuse."""
+
+from gevent.pywsgi import WSGIHandler
+from geventwebsocket.handler import WebSocketHandler
+
+
+class ConnectionHandler(WebSocketHandler):
+    """gevent-websocket's handler with a small read buffer, and plain HTTP answers for refused websocket requests.
+
+    A 1 KiB read buffer instead of 8 KiB: a connection keeps its reader for its
+    whole life, and a websocket client only sends small messages (subscribe,
+    pong); longer request lines are still read whole, the buffer refilling.
+    Once the websocket runs, it lets go of what only the HTTP request needed.
+
+    gevent-websocket answers a websocket request ``101 Switching Protocols``
+    before the application sees it. A request the application then refuses (a
+    session this process does not hold, or any while it shuts down) would get a
+    101 and a close frame: a proxy cannot retry that on another backend, and
+    python-engineio's client, upgrading, takes the close frame for an empty
+    packet and stays stuck in a connected state it never leaves (4.15.1). The
+    requests ``refuses_upgrade(environ)`` names are answered over plain HTTP
+    instead (400 "Invalid session", 503 while draining), as Node's engine.io
+    does.
+    """
+
+    READ_BUFFER_BYTES = 1024
+    refuses_upgrade = None
+
+    def __init__(self, sock, address, server, rfile=None):
+        super().__init__(sock, address, server, rfile)
+        if rfile is None:
+            # Nothing has been read yet: swap the default 8 KiB reader for a small one.
+            self.rfile = sock.makefile("rb", self.READ_BUFFER_BYTES)
+
+    def run_websocket(self):
+        # Not read again once the websocket runs (the environ keeps the request headers
+        # as HTTP_* keys): the parsed request headers, an email.message object, and the
+        # 101's header list.
+        self.headers = None
+        self.response_headers = None
+        return super().run_websocket()
+
+    def run_application(self):
+        refuses = self.refuses_upgrade
+        if refuses is not None and "HTTP_UPGRADE" in self.environ and refuses(self.environ):
+            return WSGIHandler.run_application(self)  # the application answers, without a 101 first
+        return super().run_application()
+
+
+def connection_handler(refuses_upgrade):
+    """A ConnectionHandler class answering the websocket requests ``refuses_upgrade(environ)`` names over plain HTTP."""
+    return type(ConnectionHandler.__name__, (ConnectionHandler,), {"refuses_upgrade": staticmethod(refuses_upgrade)})

@@ -1,0 +1,180 @@
+"""The Socket.IO server: python-socketio's, writing packets straight to open websockets.
+
+Besides the fast paths, it answers what the rest of the app asks about sockets
+and rooms (``is_connected``, ``has_subscribers``, ``room_counts``, ...), so that
+nothing outside this package reads python-socketio's room bookkeeping.
+"""
+
+import contextlib
+
+import socketio
+from engineio import packet
+from socketio import packet as socketio_packet
+
+from app.realtime.engine.eio import EngineServer
+from app.realtime.engine.websocket import text_frame, websocket_driver
+
+
+class SocketServer(socketio.Server):
+    """A ``socketio.Server`` that writes packets straight to idle websockets.
+
+    python-socketio encodes an emit once and calls ``_send_eio_packet`` with the
+    same packet for each recipient; the frame is built once for all of them.
+    ``emit_local`` is the change feed's emit: one loop over a room's members.
+    ``emit_observer(event, data, namespace)``, when set, is told of every emit
+    (telemetry counts them).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eio._async = dict(self.eio._async, websocket=websocket_driver)
+        self.emit_observer = None
+        self._frame_packet = None
+        self._frame = None
+        self._corked = None  # the OutputBuffers corked by ``batch``, while one runs
+        self.direct_writes = 0
+        self.queued_writes = 0
+
+    def _engineio_server_class(self):
+        return EngineServer  # pings from one greenlet, not one per socket (heartbeat.py)
+
+    # --- emitting -------------------------------------------------------------------------------------------------
+
+    def emit(self, event, data=None, to=None, room=None, skip_sid=None, namespace=None, callback=None, **kwargs):
+        """``socketio.Server.emit``, told to ``emit_observer`` first."""
+        if self.emit_observer is not None:
+            self.emit_observer(event, data, namespace)
+        return super().emit(
+            event, data, to=to, room=room, skip_sid=skip_sid, namespace=namespace, callback=callback, **kwargs
+        )
+
+    @contextlib.contextmanager
+    def batch(self):
+        """Within this block, what is written directly to a socket leaves in one write at its end.
+
+        For a poller tick that emits several changes: a socket subscribed to
+        them gets one TCP write instead of one per change. Order is unchanged
+        (anything else written to the socket meanwhile joins the same write).
+        """
+        if self._corked is not None:  # nested: the outer block sends
+            yield
+            return
+        self._corked = []
+        try:
+            yield
+        finally:
+            corked, self._corked = self._corked, None
+            for output in corked:
+                output.uncork()
+
+    def emit_local(self, event, data, to, namespace):
+        """``emit(event, data, to=to, namespace=namespace, ignore_queue=True)``, in one loop over the recipients.
+
+        ``to`` is a room or a list of rooms; a socket in several gets the event
+        once. The packet is encoded and framed once. python-socketio's emit loop
+        pays a generator step, a skip list and a method call per recipient.
+        """
+        if self.emit_observer is not None:
+            self.emit_observer(event, data, namespace)
+        rooms = self.manager.rooms.get(namespace)
+        if not rooms:
+            return
+        if isinstance(to, str):
+            members = rooms.get(to)
+            recipients = list(members.values()) if members else ()
+        else:
+            participants = {}
+            for room in to:
+                members = rooms.get(room)
+                if members:
+                    participants.update(members.items())
+            recipients = list(participants.values())
+        if not recipients:
+            return
+        encoded = self.packet_class(socketio_packet.EVENT, namespace=namespace, data=[event, data]).encode()
+        if isinstance(encoded, list):  # binary attachments: several packets per recipient
+            self.manager.emit(event, data, namespace, room=to, ignore_queue=True)
+            return
+        eio_pkt = packet.Packet(packet.MESSAGE, encoded)
+        self._write(recipients, eio_pkt, text_frame(eio_pkt))
+
+    def _send_eio_packet(self, eio_sid, eio_pkt):
+        if eio_pkt is not self._frame_packet:  # python-socketio's emit sends one packet to each recipient
+            self._frame_packet, self._frame = eio_pkt, text_frame(eio_pkt)
+        self._write((eio_sid,), eio_pkt, self._frame)
+
+    def _write(self, eio_sids, eio_pkt, frame):
+        """Send ``eio_pkt`` to each socket: ``frame`` straight to an open websocket, else through engine.io."""
+        connections = self.eio.connections
+        outputs = connections.outputs if frame is not None else {}
+        corked = self._corked
+        direct = 0
+        for eio_sid in eio_sids:
+            output = outputs.get(eio_sid)
+            if output is not None:
+                if corked is not None and output.cork():
+                    corked.append(output)
+                try:
+                    output.write(frame)
+                except OSError:
+                    pass  # nothing was written; engine.io's send below meets the error and closes the websocket
+                else:
+                    direct += 1
+                    continue
+            self.queued_writes += 1
+            super()._send_eio_packet(eio_sid, eio_pkt)
+            eio_socket = self.eio.sockets.get(eio_sid)
+            if eio_socket is not None and eio_socket.queue.qsize():  # polling, or mid-upgrade: waits for a poll
+                connections.mark_waiting(eio_sid)
+        self.direct_writes += direct
+
+    # --- what the rest of the app may ask ---------------------------------------------------------------------------
+
+    def is_connected(self, sid, namespace):
+        """True while ``sid`` is connected to ``namespace``."""
+        return self.manager.is_connected(sid, namespace)
+
+    def has_subscribers(self, namespace, room):
+        """True when at least one socket of ``namespace`` is in ``room``."""
+        return bool(self.manager.rooms.get(namespace, {}).get(room))
+
+    def subscriber_count(self, namespace, room):
+        """Sockets of ``namespace`` in ``room``."""
+        return len(self.manager.rooms.get(namespace, {}).get(room) or ())
+
+    def subscribers(self, namespace, rooms):
+        """The sids of ``namespace`` in any of ``rooms`` (each once)."""
+        members = self.manager.rooms.get(namespace, {})
+        return {sid for room in rooms for sid in members.get(room) or ()}
+
+    def room_counts(self):
+        """``{namespace: (connected sockets, subscriptions)}`` for every registered namespace.
+
+        Every socket is alone in a room named after its sid, and all are in room
+        None; the other rooms are subscriptions.
+        """
+        counts = {}
+        for namespace in self.namespace_handlers:
+            rooms = self.manager.rooms.get(namespace, {})
+            connected = rooms.get(None, {})
+            subscriptions = sum(
+                len(members) for room, members in rooms.items() if room is not None and room not in connected
+            )
+            counts[namespace] = (len(connected), subscriptions)
+        return counts
+
+    def holds_session(self, eio_sid):
+        """True when this process holds the Engine.IO session ``eio_sid``."""
+        return eio_sid in self.eio.sockets
+
+    def drop_connections(self):
+        """Drop every connection without a close packet, so clients reconnect (elsewhere); return how many.
+
+        socket.io-client and python-socketio alike take a dropped transport as a
+        lost connection and reconnect by themselves; after a close packet
+        python-socketio would not.
+        """
+        sockets = list(self.eio.sockets.values())
+        for eio_socket in sockets:
+            eio_socket.close(wait=False, abort=True, reason=self.eio.reason.TRANSPORT_CLOSE)
+        return len(sockets)
