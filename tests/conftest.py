@@ -60,9 +60,20 @@ def rsa_keys():
     return private, public
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
+def pytest_generate_tests(metafunc):
+    """Run every test that needs a database on each backend, or on those its ``backends`` marker names.
+
+    ``@pytest.mark.backends("sqlite")`` (or a module's ``pytestmark``): for what does not depend on
+    SQL behaviour. Both backends where it does: locks, triggers, NOTIFY, gaps.
+    """
+    if "backend" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("backends")
+        metafunc.parametrize("backend", marker.args if marker else BACKENDS, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
 def backend(request):
-    """The database kind under test: every test that touches the database runs on SQLite and on PostgreSQL."""
+    """The database kind under test ("sqlite" or "postgresql"), set by ``pytest_generate_tests``."""
     return request.param
 
 
