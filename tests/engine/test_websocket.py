@@ -1,0 +1,176 @@
+"""The websocket transport and the server's direct writes, with a real engine.io socket and a fake websocket.
+
+The fake websocket plays the client's side of an upgrade from polling (probe, UPGRADE, close); what the
+server writes arrives as websocket frames on a socket pair, read back in order.
+"""
+
+import gevent
+import gevent.queue
+import gevent.socket
+import pytest
+from engineio import packet
+from engineio.socket import Socket
+
+from app.realtime.engine.eio import EngineServer
+from app.realtime.engine.server import SocketServer
+from app.realtime.engine.websocket import PacketWriter, WebSocketTransport, text_frame
+from testkit import DEFAULT_TIMEOUT
+
+
+class FakeWebSocket:
+    """What the transport uses of gevent-websocket's WebSocket; the client's messages come from ``incoming``."""
+
+    def __init__(self, sock):
+        self.handler = type("Handler", (), {"socket": sock})()
+        self.incoming = gevent.queue.Queue()
+        self.sent = []  # what the transport sent through ws.send (the probe's PONG)
+        self.closed = False
+        self.raw_write = None  # the transport puts its output buffer's write here
+
+    def receive(self):
+        return self.incoming.get()
+
+    def send(self, message, binary=False):
+        self.sent.append(message)
+
+    def close(self):
+        self.closed = True
+
+
+def read_frames(sock, count):
+    """``count`` unmasked text frames from ``sock``, as strings."""
+    buffer = b""
+    frames = []
+    with gevent.Timeout(DEFAULT_TIMEOUT):
+        while len(frames) < count:
+            while True:
+                if len(buffer) >= 2:
+                    length, start = buffer[1] & 0x7F, 2
+                    if length == 126 and len(buffer) >= 4:
+                        length, start = int.from_bytes(buffer[2:4], "big"), 4
+                    if length != 126 and len(buffer) >= start + length:
+                        assert buffer[0] == 0x81, "a final text frame"
+                        frames.append(buffer[start : start + length].decode())
+                        buffer = buffer[start + length :]
+                        break
+                chunk = sock.recv(65536)
+                assert chunk, "connection closed"
+                buffer += chunk
+    return frames
+
+
+def message(text):
+    return packet.Packet(packet.MESSAGE, text)
+
+
+@pytest.fixture
+def upgrading():
+    """A polling engine.io socket of a real EngineServer, a fake websocket on a socket pair: (eio_socket, ws, peer)."""
+    eio = EngineServer(async_mode="gevent")
+    eio_socket = Socket(eio, "sid-1")
+    eio_socket.connected = True  # a polling session, about to upgrade
+    eio.sockets[eio_socket.sid] = eio_socket
+    server_side, peer = gevent.socket.socketpair()
+    ws = FakeWebSocket(server_side)
+    yield eio_socket, ws, peer
+    server_side.close()
+    peer.close()
+
+
+def test_packets_sent_before_during_and_after_the_upgrade_arrive_once_in_order(upgrading):
+    eio_socket, ws, peer = upgrading
+    eio_socket.send(message("before-1"))
+    eio_socket.send(message("before-2"))
+    transport = WebSocketTransport(eio_socket._websocket_handler, eio_socket.server)
+    serving = gevent.spawn(transport.serve, {"wsgi.websocket": ws}, None)
+    ws.incoming.put("2probe")
+    gevent.sleep(0)
+    assert ws.sent == ["3probe"]
+    assert eio_socket.upgrading
+    eio_socket.send(message("during"))  # held in engine.io's queue while upgrading
+    assert eio_socket.server.connections.outputs == {}, "nothing is written directly before the upgrade completes"
+    ws.incoming.put("5")  # UPGRADE
+    gevent.sleep(0)
+    assert isinstance(eio_socket.queue, PacketWriter)
+    assert eio_socket.server.connections.outputs == {"sid-1": transport.output}
+    eio_socket.send(message("after"))  # written at once, behind everything queued before
+    frames = read_frames(peer, 5)
+    # engine.io's NOOP ends the client's waiting poll; left in the queue, it goes out on the websocket.
+    assert frames == ["4before-1", "4before-2", "6", "4during", "4after"]
+    ws.incoming.put(None)  # the client closes
+    serving.get(timeout=DEFAULT_TIMEOUT)
+    assert eio_socket.closed
+    assert eio_socket.server.connections.outputs == {}, "a closed websocket is forgotten"
+
+
+def test_a_failed_probe_leaves_the_polling_session_and_its_queue_alone(upgrading):
+    eio_socket, ws, _ = upgrading
+    eio_socket.send(message("queued"))
+    queue = eio_socket.queue
+    transport = WebSocketTransport(eio_socket._websocket_handler, eio_socket.server)
+    serving = gevent.spawn(transport.serve, {"wsgi.websocket": ws}, None)
+    ws.incoming.put("2not-a-probe")
+    assert serving.get(timeout=DEFAULT_TIMEOUT) == []
+    assert not eio_socket.upgrading and not eio_socket.closed
+    assert eio_socket.queue is queue and queue.qsize() == 1
+    assert eio_socket.server.connections.outputs == {}
+
+
+# --- SocketServer: one frame per packet, one loop per change ---------------------------------------------------------
+
+
+class RecordingOutput:
+    """An output buffer that records the frame objects written to it."""
+
+    def __init__(self):
+        self.frames = []
+
+    def cork(self):
+        return False
+
+    def write(self, frame):
+        self.frames.append(frame)
+
+
+def test_a_packet_sent_to_many_websockets_is_framed_once():
+    sio = SocketServer(async_mode="gevent")
+    outputs = {f"eio-{n}": RecordingOutput() for n in range(3)}
+    for sid, output in outputs.items():
+        sio.eio.connections.attach(sid, output)
+    first, second = message('2["a",1]'), message('2["b",2]')
+    for pkt in (first, second):
+        for sid in outputs:
+            sio._send_eio_packet(sid, pkt)  # what python-socketio's emit calls per recipient
+    frames = [output.frames for output in outputs.values()]
+    assert all(f == [text_frame(first), text_frame(second)] for f in frames)
+    assert frames[0][0] is frames[1][0] is frames[2][0], "built once, written to every recipient"
+    assert frames[0][1] is frames[2][1]
+    assert sio.direct_writes == 6 and sio.queued_writes == 0
+
+
+def connect(sio, namespace, eio_sid):
+    """A socket connected to ``namespace``, through python-socketio's manager; its sid."""
+    sid = sio.manager.pre_connect(eio_sid, namespace)
+    sio.manager.connect(sid, namespace)
+    return sid
+
+
+def test_emit_local_reaches_each_member_of_the_rooms_once_with_one_frame():
+    sio = SocketServer(async_mode="gevent")
+    outputs = {}
+    for name in ("in-a", "in-both", "elsewhere"):
+        outputs[name] = RecordingOutput()
+        sio.eio.connections.attach(f"eio-{name}", outputs[name])
+        sid = connect(sio, "/dashboard", f"eio-{name}")
+        for room in {"in-a": ["a"], "in-both": ["a", "b"], "elsewhere": ["c"]}[name]:
+            sio.enter_room(sid, room, namespace="/dashboard")
+    observed = []
+    sio.emit_observer = lambda event, data, namespace: observed.append((event, namespace))
+    sio.emit_local("metric:update", {"v": 1}, to=["a", "b"], namespace="/dashboard")
+    assert [len(outputs[n].frames) for n in ("in-a", "in-both", "elsewhere")] == [1, 1, 0]
+    assert outputs["in-a"].frames[0] is outputs["in-both"].frames[0]
+    assert outputs["in-a"].frames[0].endswith(b'42/dashboard,["metric:update",{"v":1}]')
+    assert observed == [("metric:update", "/dashboard")]
+    assert sio.has_subscribers("/dashboard", "a") and not sio.has_subscribers("/dashboard", "nobody")
+    assert sio.subscriber_count("/dashboard", "a") == 2
+    assert sio.room_counts() == {}  # no namespace registered: nothing is counted
