@@ -111,10 +111,3 @@ def optional_thresholds(payload, field="thresholds", error=errors.VALIDATION_FAI
             raise AppError(error, f"{field} names must be short strings")
         require_number(value, name, error)
     return {name: float(number) for name, number in value.items()}
-
-
-def iso_utc(moment):
-    """Format a datetime as ISO-8601 UTC with a trailing ``Z`` (naive values are taken as UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

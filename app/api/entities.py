@@ -6,6 +6,7 @@ from app import errors
 from app.api import bp
 from app.api.common import json_body, principal
 from app.errors import AppError
+from app.serializers import entity_to_dict
 from app.services import entities
 from app.validation import is_integer, optional_text, require_choice, require_id, require_object
 
@@ -21,7 +22,7 @@ def list_entities():
 def get_entity(entity_id):
     """One of the tenant's entities."""
     caller = principal()
-    return entities.entity_to_dict(entities.find_entity(caller.tenant_id, entity_id))
+    return entity_to_dict(entities.find_entity(caller.tenant_id, entity_id))
 
 
 @bp.put("/entities/<entity_id>")

@@ -3,12 +3,10 @@
 import logging
 
 from app.realtime.rooms import DASHBOARD_NAMESPACE, UPDATES_NAMESPACE, room_for
+from app.serializers import dashboard_update, metric_update
 from app.telemetry import observe_change_age
-from app.validation import iso_utc
 
 log = logging.getLogger(__name__)
-
-LAYOUT_ACTIONS = frozenset({"added", "removed", "updated", "reordered"})
 
 
 class FanOut:
@@ -32,14 +30,7 @@ class FanOut:
         room = room_for(change.tenant_id, change.entity_id)
         if not self._sio.has_subscribers(DASHBOARD_NAMESPACE, room):
             return
-        data = {
-            "entityId": change.entity_id,
-            "metricName": change.metric_name,
-            "value": change.value,
-            "timestamp": iso_utc(change.recorded_at),
-            "seq": change.seq,
-        }
-        self._sio.emit_local("metric:update", data, to=room, namespace=DASHBOARD_NAMESPACE)
+        self._sio.emit_local("metric:update", metric_update(change), to=room, namespace=DASHBOARD_NAMESPACE)
         observe_change_age(change.recorded_at)
         if self._activity is not None:
             summary = f"{change.metric_name} = {change.value:g}"
@@ -51,20 +42,11 @@ class FanOut:
 
         A socket subscribed to several of those entities gets the event once.
         """
-        payload = change.payload
-        if not isinstance(payload, dict) or payload.get("action") not in LAYOUT_ACTIONS:
+        data = dashboard_update(change)
+        if data is None:
             log.warning("skipping malformed layout change at seq %d", change.seq)
             return
         rooms = [room_for(tenant_id, entity_id) for tenant_id, entity_id in users if tenant_id == change.tenant_id]
-        data = {
-            "dashboardId": change.dashboard_id,
-            "action": payload["action"],
-            "tile": payload.get("tile"),
-            "version": payload.get("version"),
-            "seq": change.seq,
-        }
-        if "order" in payload:
-            data["order"] = payload["order"]
         recipients = 0
         for namespace in (DASHBOARD_NAMESPACE, UPDATES_NAMESPACE):
             live = [room for room in rooms if self._sio.has_subscribers(namespace, room)]

@@ -14,6 +14,15 @@ from app.database import write_transaction
 from app.errors import AppError
 from app.extensions import db
 from app.models import Dashboard, Tile
+from app.serializers import (
+    ACTION_ADDED,
+    ACTION_REMOVED,
+    ACTION_REORDERED,
+    ACTION_UPDATED,
+    dashboard_to_dict,
+    layout_change,
+    tile_to_dict,
+)
 from app.services.changes import append_dashboard_change, change_committed
 from app.validation import (
     is_row_id,
@@ -26,31 +35,6 @@ from app.validation import (
 
 TILE_KINDS = ("number", "gauge", "line")
 MAX_TILES = 100
-ACTION_ADDED = "added"
-ACTION_REMOVED = "removed"
-ACTION_UPDATED = "updated"
-ACTION_REORDERED = "reordered"
-
-
-def tile_to_dict(tile):
-    """Serialize a tile for clients."""
-    return {
-        "id": tile.id,
-        "position": tile.position,
-        "title": tile.title,
-        "metricName": tile.metric_name,
-        "kind": tile.kind,
-        "unit": tile.unit,
-        "thresholds": tile.thresholds,
-    }
-
-
-def dashboard_to_dict(dashboard, with_tiles=True):
-    """Serialize a dashboard, with its ordered tiles unless ``with_tiles`` is false."""
-    result = {"id": dashboard.id, "name": dashboard.name, "version": dashboard.version}
-    if with_tiles:
-        result["tiles"] = [tile_to_dict(t) for t in dashboard.tiles]
-    return result
 
 
 def parse_tile(payload, partial=False):
@@ -137,9 +121,7 @@ def _find_tile(dashboard, tile_id):
 
 
 def _commit_change(session, dashboard, action, tile=None, order=None):
-    payload = {"action": action, "tile": tile, "version": dashboard.version}
-    if order is not None:
-        payload["order"] = order
+    payload = layout_change(action, dashboard.version, tile, order)
     append_dashboard_change(session, dashboard.tenant_id, dashboard.id, payload)
     return payload
 

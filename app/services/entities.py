@@ -7,7 +7,8 @@ from app.database import write_transaction
 from app.errors import AppError
 from app.extensions import db
 from app.models import Dashboard, Entity, MetricValue, Tile
-from app.services.dashboards import find_dashboard, tile_to_dict
+from app.serializers import dashboard_initial, entity_to_dict, tile_to_dict
+from app.services.dashboards import find_dashboard
 
 
 def find_entity(tenant_id, entity_id, entity_type=None):
@@ -21,16 +22,6 @@ def find_entity(tenant_id, entity_id, entity_type=None):
     if entity is None or (entity_type is not None and entity.entity_type != entity_type):
         raise AppError(errors.UNKNOWN_ENTITY, f"unknown entity {entity_id!r}")
     return entity
-
-
-def entity_to_dict(entity):
-    """Serialize an entity for clients."""
-    return {
-        "entityId": entity.entity_id,
-        "entityType": entity.entity_type,
-        "name": entity.name,
-        "dashboardId": entity.dashboard_id,
-    }
 
 
 def list_entities(tenant_id):
@@ -85,7 +76,7 @@ def register_entity(tenant_id, entity_id, entity_type, name, dashboard_id):
 
 
 def entity_snapshot(tenant_id, entity_id, entity_type):
-    """Return ``{entityId, entityType, dashboardId, version, metrics, tiles}``, or raise UNKNOWN_ENTITY."""
+    """Return the entity's ``dashboard:initial`` (``seq`` left for the caller), or raise UNKNOWN_ENTITY."""
     entity = find_entity(tenant_id, entity_id, entity_type)
     metrics = dict(
         db.session.execute(
@@ -100,11 +91,4 @@ def entity_snapshot(tenant_id, entity_id, entity_type):
         query = select(Tile).where(Tile.dashboard_id == entity.dashboard_id).order_by(Tile.position)
         tiles = [tile_to_dict(t) for t in db.session.scalars(query)]
         version = db.session.scalar(select(Dashboard.version).where(Dashboard.id == entity.dashboard_id))
-    return {
-        "entityId": entity.entity_id,
-        "entityType": entity.entity_type,
-        "dashboardId": entity.dashboard_id,
-        "version": version,
-        "metrics": metrics,
-        "tiles": tiles,
-    }
+    return dashboard_initial(entity, version, metrics, tiles)

@@ -10,9 +10,10 @@ from app.database import write_connection
 from app.errors import AppError
 from app.extensions import db
 from app.models import CHANGE_METRIC, ChangeLog, Entity, MetricValue
+from app.serializers import entity_metrics, ingest_result
 from app.services.changes import change_committed
 from app.services.entities import find_entity
-from app.validation import iso_utc, optional_timestamp, require_id, require_number, require_object
+from app.validation import optional_timestamp, require_id, require_number, require_object
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +102,7 @@ def record_metrics(tenant_id, points):
         ]
         seqs = connection.execute(_INSERT_CHANGES, rows).scalars().all()
     change_committed.send()
-    return {"accepted": len(points), "lastSeq": max(seqs)}
+    return ingest_result(len(points), max(seqs))
 
 
 def current_metrics(tenant_id, entity_id):
@@ -112,11 +113,4 @@ def current_metrics(tenant_id, entity_id):
         .where(MetricValue.tenant_id == tenant_id, MetricValue.entity_id == entity_id)
         .order_by(MetricValue.metric_name)
     )
-    return {
-        "entityId": entity.entity_id,
-        "entityType": entity.entity_type,
-        "metrics": {
-            name: {"value": value, "timestamp": iso_utc(recorded_at), "seq": seq}
-            for name, value, recorded_at, seq in rows
-        },
-    }
+    return entity_metrics(entity, rows)

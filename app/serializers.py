@@ -1,0 +1,127 @@
+"""Wire formats: the one place that turns models and changes into what clients see.
+
+REST answers, the admin page's JSON, the change log's layout payloads and the
+Socket.IO events (``dashboard:initial``, ``metric:update``, ``dashboard:update``)
+are all built here, so a field is named and formatted the same everywhere.
+"""
+
+from datetime import UTC
+
+#: ``dashboard:update`` actions of a layout change (the ``action`` of a change-log payload).
+ACTION_ADDED = "added"
+ACTION_REMOVED = "removed"
+ACTION_UPDATED = "updated"
+ACTION_REORDERED = "reordered"
+LAYOUT_ACTIONS = frozenset({ACTION_ADDED, ACTION_REMOVED, ACTION_UPDATED, ACTION_REORDERED})
+
+
+def iso_utc(moment):
+    """Format a datetime as ISO-8601 UTC with milliseconds and a trailing ``Z`` (naive values are taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def tile_to_dict(tile):
+    """A tile: ``{id, position, title, metricName, kind, unit, thresholds}``."""
+    return {
+        "id": tile.id,
+        "position": tile.position,
+        "title": tile.title,
+        "metricName": tile.metric_name,
+        "kind": tile.kind,
+        "unit": tile.unit,
+        "thresholds": tile.thresholds,
+    }
+
+
+def dashboard_to_dict(dashboard, with_tiles=True):
+    """A dashboard: ``{id, name, version}``, with its ordered ``tiles`` unless ``with_tiles`` is false."""
+    result = {"id": dashboard.id, "name": dashboard.name, "version": dashboard.version}
+    if with_tiles:
+        result["tiles"] = [tile_to_dict(t) for t in dashboard.tiles]
+    return result
+
+
+def entity_to_dict(entity):
+    """An entity: ``{entityId, entityType, name, dashboardId}``."""
+    return {
+        "entityId": entity.entity_id,
+        "entityType": entity.entity_type,
+        "name": entity.name,
+        "dashboardId": entity.dashboard_id,
+    }
+
+
+def entity_metrics(entity, rows):
+    """``GET .../metrics``: ``{entityId, entityType, metrics: {name: {value, timestamp, seq}}}`` from
+    ``(metric_name, value, recorded_at, seq)`` rows."""
+    return {
+        "entityId": entity.entity_id,
+        "entityType": entity.entity_type,
+        "metrics": {
+            name: {"value": value, "timestamp": iso_utc(recorded_at), "seq": seq}
+            for name, value, recorded_at, seq in rows
+        },
+    }
+
+
+def ingest_result(accepted, last_seq):
+    """``POST /metrics``: ``{accepted, lastSeq}``."""
+    return {"accepted": accepted, "lastSeq": last_seq}
+
+
+def layout_change(action, version, tile=None, order=None):
+    """A layout change as the change log stores it and REST answers it: ``{action, tile, version, order?}``."""
+    payload = {"action": action, "tile": tile, "version": version}
+    if order is not None:
+        payload["order"] = order
+    return payload
+
+
+def dashboard_initial(entity, version, metrics, tiles, seq=None):
+    """``dashboard:initial``: ``{entityId, entityType, dashboardId, version, metrics, tiles, seq}``.
+
+    ``metrics`` maps names to values, ``tiles`` are ``tile_to_dict`` dicts in order;
+    ``seq`` is the change-log position the snapshot was read at (set by the poller).
+    """
+    return {
+        "entityId": entity.entity_id,
+        "entityType": entity.entity_type,
+        "dashboardId": entity.dashboard_id,
+        "version": version,
+        "metrics": metrics,
+        "tiles": tiles,
+        "seq": seq,
+    }
+
+
+def metric_update(change):
+    """``metric:update`` of a metric change: ``{entityId, metricName, value, timestamp, seq}``."""
+    return {
+        "entityId": change.entity_id,
+        "metricName": change.metric_name,
+        "value": change.value,
+        "timestamp": iso_utc(change.recorded_at),
+        "seq": change.seq,
+    }
+
+
+def dashboard_update(change):
+    """``dashboard:update`` of a layout change: ``{dashboardId, action, tile, version, seq, order?}``.
+
+    None when the change-log payload is not a layout change this version knows.
+    """
+    payload = change.payload
+    if not isinstance(payload, dict) or payload.get("action") not in LAYOUT_ACTIONS:
+        return None
+    data = {
+        "dashboardId": change.dashboard_id,
+        "action": payload["action"],
+        "tile": payload.get("tile"),
+        "version": payload.get("version"),
+        "seq": change.seq,
+    }
+    if "order" in payload:
+        data["order"] = payload["order"]
+    return data
