@@ -12,7 +12,7 @@ ADMIN_DEV_LOGIN ?= 1
 CHROMIUM := /usr/bin/chromium
 NODE_DIR := tests/node
 
-.PHONY: install run test lint format db clean system-nginx browser screenshots bench bench-full bench-smoke bench-render bench-install
+.PHONY: install run test coverage lint format db clean system-nginx browser screenshots bench bench-full bench-smoke bench-render bench-install
 
 ## install: create .venv, install the pinned requirements and the Node test client (idempotent)
 install: $(VENV)/.installed $(NODE_DIR)/node_modules/.installed
@@ -94,6 +94,13 @@ system-nginx:
 ## test: lint, then the whole test suite against real servers
 test: install system-nginx browser lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## coverage: the whole suite with line coverage of app/ in every process it starts (slower than make test)
+coverage: install system-nginx browser
+	rm -f .coverage .coverage.*
+	$(BIN)/coverage run -m pytest $(PYTEST_ARGS)
+	$(BIN)/coverage combine -q
+	$(BIN)/coverage report
 
 ## screenshots: regenerate docs/img/*.png from a live demo server in headless Chromium
 screenshots: install browser
