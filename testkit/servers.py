@@ -62,8 +62,11 @@ class LiveServer:
         """Start gunicorn and wait until /healthz answers 200."""
         log = open(self.log_path, "ab")  # noqa: SIM115 (kept open for the subprocess)
         tls_args = ["--certfile", str(self.tls[0]), "--keyfile", str(self.tls[1])] if self.tls else []
+        # A checkout from before gunicorn.conf.py named the app (bench.ab compares old ones) serves wsgi:serve().
+        named = "wsgi_app" in (Path(self.root) / "gunicorn.conf.py").read_text()
+        app_args = [] if named else ["wsgi:serve()"]
         self.proc = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", *tls_args],
+            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", *tls_args, *app_args],
             cwd=self.root,
             env=self.env,
             stdout=log,
