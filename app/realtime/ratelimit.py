@@ -11,10 +11,9 @@ class EventRateLimit:
 
     Each socket's recent event times live in its Socket.IO session and go with it,
     so the cost of a check is constant and nothing needs sweeping. (``limits``'
-    MemoryStorage sweeps every key every 10 ms, which grew with the sockets held
-    and took most of a connection storm's CPU; docs/benchmarks.md.) They are an
-    array of at most ``amount`` doubles, oldest first: a deque costs every
-    connection about 700 bytes however few events it sent.
+    MemoryStorage sweeps every key it has seen, a cost that grows with the sockets
+    held; docs/optimizations.md.) They are an array of at most ``amount`` doubles,
+    oldest first: an empty deque costs every connection more memory than that.
     """
 
     def __init__(self, spec):
