@@ -87,7 +87,7 @@ def with_request_ids(wsgi_app):
     in the request's greenlet after the response, so the server's access line carries it too.
     A function, not an object with ``__call__``: Python 3.11 runs a called Python function
     in its caller's C frame, an object's ``__call__`` in a new one, which the stack of every
-    idle websocket's greenlet would then keep (docs/benchmarks.md, memory).
+    idle websocket's greenlet would then keep (docs/optimizations.md, memory).
     """
 
     def app(environ, start_response):
