@@ -1,0 +1,120 @@
+"""The REST API in this process: a client of one tenant over Flask's test client, the error shape, the change log."""
+
+import pytest
+
+from testkit import Database, mint_token, unique
+
+ENTITY_TYPE_ERROR = "entityType must be one of"
+NEW_TILE = {"title": "Occupancy", "metricName": "occupancy", "kind": "gauge", "unit": "%"}
+TILE = {"title": "T", "metricName": "m", "kind": "number"}
+
+
+class Api:
+    """REST calls against the in-process app with the token of one tenant (``testkit.Api`` over ``client``)."""
+
+    def __init__(self, client, token):
+        self.client = client
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def call(self, method, path, expect=None, json=None, data=None, headers=None):
+        """Send a request to ``/api/v1`` + ``path``; when ``expect`` is given, assert the status and return the JSON."""
+        response = self.client.open(
+            "/api/v1" + path, method=method, json=json, data=data, headers={**self.headers, **(headers or {})}
+        )
+        if expect is not None:
+            assert response.status_code == expect, (response.status_code, response.text)
+            return response.json
+        return response
+
+    def create_dashboard(self, name="Overview", tiles=None):
+        """Create a dashboard with tiles (default: two number tiles)."""
+        if tiles is None:
+            tiles = [
+                {"title": "Tickets", "metricName": "ticketsSold", "kind": "number"},
+                {"title": "Revenue", "metricName": "revenue", "kind": "number", "unit": "EUR"},
+            ]
+        return self.call("POST", "/dashboards", 201, json={"name": name, "tiles": tiles})
+
+    def dashboard(self, dashboard_id):
+        """One dashboard with its ordered tiles (asserts 200)."""
+        return self.call("GET", f"/dashboards/{dashboard_id}", 200)
+
+    def put_entity(self, entity_id, entity_type="event", dashboard_id=None, name="Test entity"):
+        """Register an entity; return the response body."""
+        body = {"entityType": entity_type, "name": name}
+        if dashboard_id is not None:
+            body["dashboardId"] = dashboard_id
+        return self.call("PUT", f"/entities/{entity_id}", json=body).json
+
+    def ingest(self, *points):
+        """Record metric points ``(entityId, metricName, value)``; return the response body (asserts 201)."""
+        body = {"metrics": [{"entityId": e, "metricName": m, "value": v} for e, m, v in points]}
+        return self.call("POST", "/metrics", 201, json=body)
+
+
+def send(client, method, path, headers=None, **kwargs):
+    """A request with exactly the headers given (no token unless the test puts one in)."""
+    return client.open(path, method=method, headers=headers or {}, **kwargs)
+
+
+def bearer(token):
+    """The Authorization header carrying ``token``."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_error(response, status, code, message=None):
+    """The response is the one ``{code, message}`` error shape with this status and code; return the body."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json
+    assert set(body) == {"code", "message"}, body
+    assert body["code"] == code, body
+    assert isinstance(body["message"], str) and body["message"]
+    if message is not None:
+        assert message in body["message"], body
+    if status == 401:
+        assert response.headers["WWW-Authenticate"].startswith("Bearer"), response.headers
+    return body
+
+
+def metrics_of(api, entity_id):
+    """The entity's current metrics: ``{name: {value, timestamp, seq}}``."""
+    return api.call("GET", f"/entities/{entity_id}/metrics", 200)["metrics"]
+
+
+def good(entity_id, value=999):
+    """A valid metric item for ``entity_id``."""
+    return {"entityId": entity_id, "metricName": "ticketsSold", "value": value}
+
+
+@pytest.fixture
+def database(app):
+    """Straight access to the in-process app's database (``?`` placeholders on both backends)."""
+    return Database(app.config["SQLALCHEMY_DATABASE_URI"])
+
+
+@pytest.fixture
+def admin_api(client, tenant):
+    """REST client with an admin+ingest token of this test's tenant."""
+    return Api(client, mint_token(tenant, roles=("admin", "ingest")))
+
+
+@pytest.fixture
+def other_api(client):
+    """An admin+ingest client of a second tenant."""
+    return Api(client, mint_token(unique("other"), roles=("admin", "ingest")))
+
+
+@pytest.fixture
+def api_with(client, tenant):
+    """Factory: a client of this test's tenant holding exactly ``roles``."""
+    return lambda *roles: Api(client, mint_token(tenant, roles=roles))
+
+
+@pytest.fixture
+def entity(admin_api):
+    """An event entity of this test's tenant with a two-tile dashboard: ``(entity_id, dashboard)``."""
+    dashboard = admin_api.create_dashboard()
+    entity_id = unique("event")
+    admin_api.put_entity(entity_id, "event", dashboard["id"])
+    return entity_id, dashboard
