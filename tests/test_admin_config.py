@@ -1,8 +1,10 @@
-"""The admin page's settings, as a process starting with them sees them (``flask --app wsgi routes``)."""
+"""The admin page's settings, as an app built from them in this process sees them (its ``flask routes``)."""
 
 import pytest
+from flask.cli import routes_command
 
-from testkit import flask_cli, server_env
+from testkit import server_env
+from tests.conftest import app_from_env
 
 
 @pytest.fixture
@@ -12,23 +14,23 @@ def env(tmp_path):
 
 
 def routes(env, **changes):
-    return flask_cli({**env, **changes}, "routes")
+    """What ``flask routes`` lists for an app built from ``env`` with ``changes``."""
+    result = app_from_env({**env, **changes}).test_cli_runner().invoke(routes_command)
+    assert result.exit_code == 0, result.output
+    return result.stdout
 
 
 def test_admin_is_on_with_a_secret_key(env):
-    result = routes(env, SECRET_KEY="k" * 32)
-    assert result.returncode == 0, result.stderr
-    assert "admin.sign_in" in result.stdout
+    assert "admin.sign_in" in routes(env, SECRET_KEY="k" * 32)
 
 
 @pytest.mark.parametrize(
     "changes", [{}, {"ADMIN_ENABLED": "0", "SECRET_KEY": "k" * 32}], ids=["no-key", "switched-off"]
 )
 def test_admin_is_off_without_a_secret_key_or_when_switched_off(env, changes):
-    result = routes(env, **changes)
-    assert result.returncode == 0, result.stderr
-    assert "admin." not in result.stdout
-    assert "site.dashboard" in result.stdout  # the browser dashboard needs no secret key
+    listed = routes(env, **changes)
+    assert "admin." not in listed
+    assert "site.dashboard" in listed  # the browser dashboard needs no secret key
 
 
 @pytest.mark.parametrize(
@@ -41,6 +43,6 @@ def test_admin_is_off_without_a_secret_key_or_when_switched_off(env, changes):
     ids=["enabled-without-key", "short-key", "dev-login-without-jwt-secret"],
 )
 def test_settings_that_cannot_work_stop_the_process(env, changes, message):
-    result = routes(env, **changes)
-    assert result.returncode != 0
-    assert message in result.stderr
+    with pytest.raises(ValueError) as refused:
+        app_from_env({**env, **changes})
+    assert message in str(refused.value)
