@@ -12,7 +12,7 @@ ADMIN_DEV_LOGIN ?= 1
 CHROMIUM := /usr/bin/chromium
 NODE_DIR := tests/node
 
-.PHONY: install run test coverage lint format db clean system-nginx browser screenshots bench bench-full bench-smoke bench-render bench-install
+.PHONY: install port-free run test coverage lint format db clean system-nginx browser screenshots bench bench-full bench-smoke bench-render bench-install
 
 ## install: create .venv, install the pinned requirements and the Node test client (idempotent)
 install: $(VENV)/.installed $(NODE_DIR)/node_modules/.installed
@@ -43,12 +43,15 @@ db: install instance/jwt-secret
 	@export JWT_SECRET="$${JWT_SECRET:-$$(cat instance/jwt-secret)}"; \
 	$(BIN)/flask --app wsgi db upgrade && $(BIN)/flask --app wsgi seed-demo
 
-## run: start the service on PORT (default 4004) with SQLite and the demo simulator
-run: db instance/secret-key
-	@if $(BIN)/python -c "import socket; socket.create_server(('$(HOST)', $(PORT))).close()" 2>&1 \
+## port-free: fail with a hint when PORT is taken on HOST (make run checks it before anything else)
+port-free:
+	@if $(PYTHON) -c "import socket; socket.create_server(('$(HOST)', $(PORT))).close()" 2>&1 \
 			| grep -q "Address already in use"; then \
 		echo "port $(PORT) is in use: PORT=$$(($(PORT) + 1)) make run"; exit 1; \
 	fi
+
+## run: start the service on PORT (default 4004) with SQLite and the demo simulator
+run: port-free db instance/secret-key
 	@export JWT_SECRET="$${JWT_SECRET:-$$(cat instance/jwt-secret)}" HOST=$(or $(HOST),127.0.0.1) PORT=$(PORT) SIMULATOR=$(SIMULATOR); \
 	export SECRET_KEY="$${SECRET_KEY:-$$(cat instance/secret-key)}" ADMIN_DEV_LOGIN=$(ADMIN_DEV_LOGIN); \
 	token=$$($(BIN)/flask --app wsgi token --roles admin,ingest --lifetime 86400); \

@@ -58,19 +58,24 @@ class LiveServer:
         result = flask_cli(self.env, "db", "upgrade", root=self.root)
         assert result.returncode == 0, result.stderr
 
-    def start(self):
-        """Start gunicorn and wait until /healthz answers 200."""
+    def start(self, *gunicorn_args, own_process_group=False):
+        """Start gunicorn (with ``gunicorn_args`` after ``-c gunicorn.conf.py``) and wait until /healthz answers 200.
+
+        ``own_process_group``: as a terminal runs it, so a signal to the group reaches the master and its
+        workers alike (``os.killpg(server.proc.pid, ...)``) and not this process.
+        """
         log = open(self.log_path, "ab")  # noqa: SIM115 (kept open for the subprocess)
         tls_args = ["--certfile", str(self.tls[0]), "--keyfile", str(self.tls[1])] if self.tls else []
         # A checkout from before gunicorn.conf.py named the app (bench.ab compares old ones) serves wsgi:serve().
         named = "wsgi_app" in (Path(self.root) / "gunicorn.conf.py").read_text()
         app_args = [] if named else ["wsgi:serve()"]
         self.proc = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", *tls_args, *app_args],
+            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", *tls_args, *app_args, *gunicorn_args],
             cwd=self.root,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=own_process_group,
         )
         log.close()
         try:

@@ -1,0 +1,90 @@
+"""How the service is started and stopped: gunicorn's entry points, the Flask CLI, Ctrl-C, make run's port check."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+
+import psutil
+import pytest
+
+from testkit import (
+    DEFAULT_TIMEOUT,
+    ROOT,
+    LiveServer,
+    RecordingClient,
+    flask_cli,
+    mint_token,
+    server_env,
+    tenant_with_entity,
+)
+
+pytestmark = pytest.mark.backends("sqlite")
+
+
+@pytest.fixture
+def env(tmp_path):
+    environment = server_env(tmp_path)
+    migrated = flask_cli(environment, "db", "upgrade")
+    assert migrated.returncode == 0, migrated.stderr
+    return environment
+
+
+@pytest.mark.parametrize("args", [(), ("wsgi:app",)], ids=["config-names-the-app", "wsgi:app"])
+def test_gunicorn_serves_wsgi_app_and_starts_the_background_work(env, tmp_path, args):
+    """``gunicorn -c gunicorn.conf.py`` and ``... wsgi:app`` alike: a change reaches a subscriber (the poller runs)."""
+    server = LiveServer(env, tmp_path / "server.log")
+    server.start(*args)
+    try:
+        tenant, api = tenant_with_entity(server.url)
+        client = RecordingClient().connect(server.url, mint_token(tenant))
+        try:
+            client.subscribe("event-1")
+            seq = api.ingest(("event-1", "ticketsSold", 1))["lastSeq"]
+            client.wait_for("metric:update", lambda d: d["seq"] == seq)
+        finally:
+            client.disconnect()
+    finally:
+        server.stop()
+    assert "realtime started" in server.log_tail(200)
+
+
+def test_flask_cli_commands_build_the_app_and_start_nothing(env):
+    result = flask_cli({**env, "LOG_LEVEL": "INFO"}, "routes")
+    assert result.returncode == 0, result.stderr
+    assert "realtime started" not in result.stderr + result.stdout
+
+
+def test_ctrl_c_stops_master_and_workers_quietly(env, tmp_path):
+    """Ctrl-C reaches the master and its workers alike (a terminal signals the whole process group)."""
+    server = LiveServer(env, tmp_path / "server.log")
+    server.start(own_process_group=True)
+    try:
+        (worker,) = psutil.Process(server.proc.pid).children()
+        os.killpg(server.proc.pid, signal.SIGINT)
+        # The master passes a quit of its own on to the worker; sent at once here, so that it always
+        # lands while the worker is still stopping (as it does now and then after a real Ctrl-C).
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGQUIT)
+        assert server.proc.wait(timeout=DEFAULT_TIMEOUT) == 0
+    finally:
+        server.stop()
+    log = server.log_tail(500)
+    assert "Shutting down: Master" in log
+    assert "Traceback" not in log and "SystemExit" not in log, log
+
+
+def make(*args):
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_make_run_says_which_port_to_use_when_its_port_is_taken():
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = make("port-free", f"PORT={port}")
+    assert result.returncode != 0
+    assert f"port {port} is in use: PORT={port + 1} make run" in result.stdout
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        free = probe.getsockname()[1]
+    assert make("port-free", f"PORT={free}").returncode == 0
