@@ -65,9 +65,10 @@ def command_line(path, data):
 
 
 def machine_section(chosen):
+    """One line per results file shown, in the order of the sections below (not of the files on disk)."""
     lines = ["### Machine", ""]
     seen = set()
-    for path, data in chosen.values():
+    for path, data in (chosen[name] for name in SCENARIOS if name in chosen):
         if path in seen:
             continue
         seen.add(path)
