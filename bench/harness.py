@@ -83,7 +83,7 @@ def rss_bytes(procs):
 
 
 class OurServer:
-    """analytics-svc under gunicorn, exactly as tests/support.py's LiveServer starts it."""
+    """analytics-svc under gunicorn, exactly as testkit's LiveServer starts it."""
 
     name = "ours"
 
