@@ -1,12 +1,246 @@
-"""The admin page in headless Chromium against the live server: sign-in, tile changes seen live, refusals."""
+"""The admin page: its refusals in process with Flask's test client, what only a browser shows in headless Chromium.
 
+In process (``admin_client``): the forms are read out of the rendered pages and sent back as a
+browser would send them, CSRF token included, so bad input, forged forms, tokens that cannot
+sign in, other tenants' dashboards and sign-out are checked in milliseconds. In the browser,
+against the live server: pages render, changes reach a second page live, drag and drop, the
+concurrent-save message, and the development server's one-click sign-in.
+"""
+
+import html
 import re
+from html.parser import HTMLParser
 
 import pytest
 from playwright.sync_api import expect
 
-from testkit import flask_cli, mint_token, running_server
+from testkit import flask_cli, mint_token, running_server, unique
+from tests.api.conftest import Api
 from tests.browser import AdminPage, DashboardPage
+
+# The admin views call the services the REST tests run on both backends; nothing here depends on SQL behaviour.
+pytestmark = pytest.mark.backends("sqlite")
+
+
+# --- reading pages as a browser does -------------------------------------------------------------------------------
+
+
+class _FormReader(HTMLParser):
+    """Collects each form's fields as a browser would submit them: ``{form id: {name: value}}``."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.forms = {}
+        self._form = None
+        self._select = None
+        self._textarea = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "form":
+            self._form = self.forms.setdefault(attrs.get("id") or attrs.get("action"), {})
+        elif self._form is None:
+            return
+        elif tag == "input" and "name" in attrs and attrs.get("type") not in ("submit", "button"):
+            self._form[attrs["name"]] = attrs.get("value") or ""
+        elif tag == "select":
+            self._select = attrs["name"]
+        elif tag == "option" and self._select is not None:
+            # The selected option, else the first one.
+            if self._select not in self._form or "selected" in attrs:
+                self._form[self._select] = attrs.get("value", "")
+        elif tag == "textarea":
+            self._textarea = attrs["name"]
+            self._form[self._textarea] = ""
+
+    def handle_data(self, data):
+        if self._textarea is not None:
+            self._form[self._textarea] += data
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self._form = None
+        elif tag == "select":
+            self._select = None
+        elif tag == "textarea":
+            self._textarea = None
+
+
+def forms_of(response):
+    """The forms of a page, by id (or action when they have none), each as ``{field name: value}``."""
+    reader = _FormReader()
+    reader.feed(response.text)
+    return reader.forms
+
+
+def field_errors(response):
+    """The messages shown next to form fields: ``{field name: [message, ...]}``."""
+    errors = {}
+    for name, message in re.findall(r'<p class="field-error" data-field="([^"]+)">(.*?)</p>', response.text):
+        errors.setdefault(name, []).append(html.unescape(message))
+    return errors
+
+
+def flashes(response, category):
+    """The text of the page's flash messages of ``category`` (success, error, info)."""
+    found = re.findall(rf'<(?:div|p) class="flash flash-{category}"[^>]*>(.*?)</(?:div|p)>', response.text, re.S)
+    return [" ".join(html.unescape(re.sub(r"<[^>]+>", "", text)).split()) for text in found]
+
+
+def is_sign_in_page(response):
+    """True when the page is the sign-in form (no admin session)."""
+    return response.status_code == 200 and "/admin/sign-in" in forms_of(response)
+
+
+def sign_in(client, token):
+    """Post ``token`` through the sign-in form of ``/admin``; return the answer, redirects followed."""
+    form = forms_of(client.get("/admin"))["/admin/sign-in"]
+    return client.post("/admin/sign-in", data={**form, "token": token}, follow_redirects=True)
+
+
+def signed_in_session(client):
+    """The admin part of the client's session cookie, or None."""
+    with client.session_transaction() as session:
+        return session.get("admin")
+
+
+# --- in process ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rest(app, tenant):
+    """REST client (admin+ingest) of this test's tenant, with a cookie jar of its own."""
+    return Api(app.test_client(), mint_token(tenant, roles=("admin", "ingest")))
+
+
+@pytest.fixture
+def dashboard(rest):
+    """A two-tile dashboard of this test's tenant, used by an event entity."""
+    created = rest.create_dashboard()
+    rest.put_entity(unique("event"), "event", created["id"])
+    return created
+
+
+@pytest.fixture
+def admin_client(client, tenant):
+    """The test client, signed in on the admin page with an admin token of this test's tenant."""
+    signed_in = sign_in(client, mint_token(tenant, roles=("admin",)))
+    assert signed_in.status_code == 200 and signed_in_session(client)["tenant"] == tenant
+    return client
+
+
+def add_tile_form(client, dashboard_id):
+    """The add-tile form of the dashboard's page, as the page fills it in."""
+    page = client.get(f"/admin/dashboards/{dashboard_id}")
+    assert page.status_code == 200, page.text
+    return forms_of(page)["add-tile"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"title": "   ", "metric_name": "queue"}, "title", "Title must not be empty"),
+        ({"title": "x" * 201, "metric_name": "queue"}, "title", "Title must be at most 200 characters"),
+        ({"title": "Queue", "metric_name": ""}, "metric_name", "Metric name must not be empty"),
+        ({"title": "Queue", "metric_name": "queue", "critical": "lots"}, "critical", "Not a valid float value"),
+        ({"title": "Queue", "metric_name": "queue", "warning": "inf"}, "warning", "Warning at must be a finite number"),
+    ],
+    ids=["blank-title", "long-title", "no-metric", "threshold-not-a-number", "infinite-threshold"],
+)
+def test_bad_tile_input_shows_its_error_and_saves_nothing(admin_client, rest, dashboard, fields, field, message):
+    # Browsers keep letters out of a number input; an old browser or a script sends them anyway.
+    form = {**add_tile_form(admin_client, dashboard["id"]), **fields}
+
+    response = admin_client.post(f"/admin/dashboards/{dashboard['id']}/tiles", data=form)
+
+    assert response.status_code == 400
+    assert any(message in shown for shown in field_errors(response)[field]), field_errors(response)
+    assert forms_of(response)["add-tile"]["metric_name"] == fields["metric_name"]  # what was typed is kept
+    assert rest.dashboard(dashboard["id"]) == dashboard
+
+
+@pytest.mark.parametrize("csrf", [None, "forged-token", "IjBhYmMi.ZzZz.forged"], ids=["missing", "garbage", "forged"])
+def test_form_without_a_valid_csrf_token_is_refused(admin_client, rest, dashboard, csrf):
+    form = {"expected_version": str(dashboard["version"]), "title": "Sneaky", "metric_name": "x", "kind": "number"}
+    if csrf is not None:
+        form["csrf_token"] = csrf
+    # Sent with the admin's session cookie, as a forged form posted from another site would be.
+    response = admin_client.post(f"/admin/dashboards/{dashboard['id']}/tiles", data=form)
+    assert response.status_code == 400
+    assert "CSRF" in response.text
+    assert rest.dashboard(dashboard["id"]) == dashboard
+
+
+def test_csrf_token_removed_from_the_page_form_is_refused(admin_client, rest, dashboard):
+    form = {**add_tile_form(admin_client, dashboard["id"]), "title": "Sneaky", "metric_name": "x"}
+    del form["csrf_token"]
+
+    response = admin_client.post(f"/admin/dashboards/{dashboard['id']}/tiles", data=form)
+
+    assert response.status_code == 400
+    assert 'id="error-page"' in response.text
+    assert any("The CSRF token is missing" in shown for shown in flashes(response, "error")), response.text
+    assert rest.dashboard(dashboard["id"]) == dashboard
+
+
+@pytest.mark.parametrize(
+    ("token", "status", "message"),
+    [
+        (lambda tenant: mint_token(tenant, roles=("ingest",)), 403, "does not have the admin role"),
+        (lambda tenant: mint_token(tenant), 403, "does not have the admin role"),
+        (lambda tenant: mint_token(tenant, roles=("admin",), ttl=-3600), 401, "Token expired"),
+        (lambda tenant: "not-a-jwt", 401, "Invalid token"),
+    ],
+    ids=["ingest-only", "no-roles", "expired-admin", "garbage"],
+)
+def test_token_that_is_not_a_valid_admin_cannot_sign_in(client, tenant, dashboard, token, status, message):
+    response = sign_in(client, token(tenant))
+
+    assert response.status_code == status
+    assert any(message in shown for shown in flashes(response, "error")), response.text
+    assert signed_in_session(client) is None
+    assert is_sign_in_page(client.get("/admin"))
+    # Admin pages send a visitor without a session to the sign-in page.
+    refused = client.get(f"/admin/dashboards/{dashboard['id']}")
+    assert refused.status_code == 302 and refused.headers["Location"] == "/admin"
+
+
+def test_another_tenants_dashboard_is_not_found(admin_client, app):
+    foreign = Api(app.test_client(), mint_token(unique("someone-else"), roles=("admin",))).create_dashboard("Not yours")
+
+    for path in (f"/admin/dashboards/{foreign['id']}", f"/admin/dashboards/{foreign['id']}/activity"):
+        response = admin_client.get(path)
+        assert response.status_code == 404
+        assert 'id="error-page"' in response.text
+        assert f"unknown dashboard {foreign['id']}" in flashes(response, "error")
+        assert "Not yours" not in response.text
+
+
+def test_sign_out_ends_the_session(admin_client, dashboard):
+    page = admin_client.get("/admin")
+    sign_out = forms_of(page)["/admin/sign-out"]
+
+    signed_out = admin_client.post("/admin/sign-out", data=sign_out, follow_redirects=True)
+
+    assert "Signed out." in flashes(signed_out, "info")
+    assert is_sign_in_page(signed_out)
+    assert signed_in_session(admin_client) is None
+    refused = admin_client.get(f"/admin/dashboards/{dashboard['id']}", follow_redirects=True)
+    assert is_sign_in_page(refused)
+
+
+def test_no_dev_sign_in_or_prefilled_token_without_dev_mode(client, tenant):
+    sign_in_page = client.get("/admin")
+    assert is_sign_in_page(sign_in_page)
+    assert 'id="dev-sign-in"' not in sign_in_page.text
+    assert client.post("/admin/dev-sign-in").status_code == 400  # no CSRF token, no session
+    viewer = client.get(f"/dashboards/event/{unique('event')}")
+    assert viewer.status_code == 200
+    assert forms_of(viewer)["token-form"]["token"] == ""
+    assert 'id="dev-token-note"' not in viewer.text
+
+
+# --- in the browser ------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -24,7 +258,7 @@ def viewer(live_server, tenant, entity, new_page):
     return page
 
 
-def test_admin_lists_entities_and_dashboards(entity, admin):
+def test_admin_lists_entities_and_dashboards_until_signed_out(entity, admin):
     entity_id, dashboard = entity
     expect(admin.page.locator("#dashboards")).to_contain_text(dashboard["name"])
     expect(admin.page.locator("#entities")).to_contain_text(entity_id)
@@ -32,6 +266,11 @@ def test_admin_lists_entities_and_dashboards(entity, admin):
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
     headers = admin.page.request.get(admin.base + "/admin").headers
     assert headers["cache-control"] == "no-store" and headers["x-frame-options"] == "DENY"
+
+    admin.page.get_by_role("button", name="Sign out").click()
+    expect(admin.flash("info")).to_contain_text("Signed out")
+    admin.page.goto(f"{admin.base}/admin/dashboards/{dashboard['id']}")
+    expect(admin.page.get_by_role("button", name="Sign in")).to_be_visible()
 
 
 def test_add_edit_reorder_remove_appear_live_in_a_second_page(admin, viewer, entity, admin_api):
@@ -77,66 +316,13 @@ def test_drag_and_drop_reorders(admin, viewer, entity):
     expect(viewer.titles).to_have_text(["Revenue", "Tickets"])
 
 
-@pytest.mark.parametrize(
-    ("fields", "field", "message"),
-    [
-        ({"title": "   ", "metric": "queue"}, "title", "Title must not be empty"),
-        ({"title": "x" * 201, "metric": "queue"}, "title", "Title must be at most 200 characters"),
-        ({"title": "Queue", "metric": ""}, "metric_name", "Metric name must not be empty"),
-        ({"title": "Queue", "metric": "queue", "critical": "lots"}, "critical", "Not a valid float value"),
-        ({"title": "Queue", "metric": "queue", "warning": "inf"}, "warning", "Warning at must be a finite number"),
-    ],
-    ids=["blank-title", "long-title", "no-metric", "threshold-not-a-number", "infinite-threshold"],
-)
-def test_bad_tile_input_shows_its_error_and_saves_nothing(admin, entity, admin_api, fields, field, message):
+def test_bad_tile_input_is_shown_next_to_its_field(admin, entity, admin_api):
     _, dashboard = entity
     admin.open_dashboard(dashboard["id"])
-    # Browsers keep letters out of a number input; an old browser or a script would send them anyway.
-    admin.page.locator("#add-tile input[type=number]").evaluate_all("inputs => inputs.forEach(i => i.type = 'text')")
-    admin.add_tile(**fields)
-    expect(admin.page.locator(f'.field-error[data-field="{field}"]')).to_contain_text(message)
-    expect(admin.page.locator("#add-tile").get_by_label("Metric name")).to_have_value(fields["metric"])
+    admin.add_tile(title="   ", metric="queue")
+    expect(admin.page.locator('.field-error[data-field="title"]')).to_contain_text("Title must not be empty")
+    expect(admin.page.locator("#add-tile").get_by_label("Metric name")).to_have_value("queue")
     assert admin_api.dashboard(dashboard["id"])["version"] == dashboard["version"]
-
-
-@pytest.mark.parametrize("csrf", [None, "forged-token", "IjBhYmMi.ZzZz.forged"], ids=["missing", "garbage", "forged"])
-def test_form_without_a_valid_csrf_token_is_refused(admin, entity, admin_api, csrf):
-    _, dashboard = entity
-    admin.open_dashboard(dashboard["id"])
-    form = {"expected_version": str(dashboard["version"]), "title": "Sneaky", "metric_name": "x", "kind": "number"}
-    if csrf is not None:
-        form["csrf_token"] = csrf
-    # The browser context's own request client sends the admin's session cookie, as a forged form post would.
-    response = admin.page.request.post(f"{admin.base}/admin/dashboards/{dashboard['id']}/tiles", form=form)
-    assert response.status == 400
-    assert "CSRF" in response.text()
-    assert admin_api.dashboard(dashboard["id"])["version"] == dashboard["version"]
-
-
-def test_csrf_token_removed_from_the_page_form_is_refused(admin, entity, admin_api):
-    _, dashboard = entity
-    admin.open_dashboard(dashboard["id"])
-    admin.page.locator('#add-tile input[name="csrf_token"]').evaluate("input => input.remove()")
-    admin.add_tile(title="Sneaky", metric="x")
-    expect(admin.page.locator("#error-page")).to_contain_text("The CSRF token is missing")
-    assert admin_api.dashboard(dashboard["id"])["version"] == dashboard["version"]
-
-
-@pytest.mark.parametrize(
-    ("roles", "ttl", "message"),
-    [
-        (("ingest",), 3600, "does not have the admin role"),
-        ((), 3600, "does not have the admin role"),
-        (("admin",), -3600, "Token expired"),
-    ],
-    ids=["ingest-only", "no-roles", "expired-admin"],
-)
-def test_token_that_is_not_a_valid_admin_cannot_sign_in(live_server, tenant, new_page, roles, ttl, message):
-    admin = AdminPage(new_page(), live_server.url).sign_in(mint_token(tenant, roles=roles, ttl=ttl))
-    expect(admin.page.locator(".flash-error")).to_contain_text(message)
-    admin.page.goto(f"{live_server.url}/admin")
-    expect(admin.page.get_by_role("button", name="Sign in")).to_be_visible()
-    assert not [c for c in admin.page.context.cookies() if c["name"] == "analytics_admin" and "admin" in c["value"]]
 
 
 def test_garbage_token_is_refused_and_admin_pages_need_a_session(live_server, entity, new_page):
@@ -145,22 +331,6 @@ def test_garbage_token_is_refused_and_admin_pages_need_a_session(live_server, en
     expect(admin.page.locator(".flash-error")).to_contain_text("Invalid token")
     admin.page.goto(f"{live_server.url}/admin/dashboards/{dashboard['id']}")
     expect(admin.page).to_have_url(f"{live_server.url}/admin")
-    expect(admin.page.get_by_role("button", name="Sign in")).to_be_visible()
-
-
-def test_another_tenants_dashboard_is_not_found(admin, live_server, admin_api):
-    other = admin_api.__class__(live_server.url, mint_token("someone-else-" + admin.page.url[-6:], roles=("admin",)))
-    foreign = other.create_dashboard(name="Not yours")
-    response = admin.page.goto(f"{live_server.url}/admin/dashboards/{foreign['id']}")
-    assert response.status == 404
-    expect(admin.page.locator("#error-page")).to_contain_text(f"unknown dashboard {foreign['id']}")
-
-
-def test_sign_out_ends_the_session(admin, entity):
-    _, dashboard = entity
-    admin.page.get_by_role("button", name="Sign out").click()
-    expect(admin.flash("info")).to_contain_text("Signed out")
-    admin.page.goto(f"{admin.base}/admin/dashboards/{dashboard['id']}")
     expect(admin.page.get_by_role("button", name="Sign in")).to_be_visible()
 
 
@@ -215,15 +385,3 @@ def test_dev_sign_in_and_prefilled_token_on_a_dev_server(dev_server, new_page):
     expect(viewer.titles).to_have_text(["Tickets sold", "Check-ins", "Occupancy", "Revenue"])
     expect(viewer.page.locator("#dev-token-note")).to_be_attached()
     expect(viewer.page.locator("#token")).to_have_value(re.compile(r"^eyJ"))
-
-
-def test_no_dev_sign_in_or_prefilled_token_without_dev_mode(live_server, entity, new_page):
-    entity_id, _ = entity
-    page = new_page()
-    page.goto(live_server.url + "/admin")
-    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
-    expect(page.locator("#dev-sign-in")).to_have_count(0)
-    assert page.request.post(live_server.url + "/admin/dev-sign-in").status == 400  # no CSRF token, no session
-    page.goto(f"{live_server.url}/dashboards/event/{entity_id}")
-    expect(page.locator("#token")).to_have_value("")
-    expect(page.locator("#dev-token-note")).to_have_count(0)
