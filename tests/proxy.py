@@ -30,7 +30,10 @@ class TcpProxy:
         self.cut()
 
     def restore(self):
-        """Accept connections again."""
+        """Accept connections again (nothing to do while it does)."""
+        with self._lock:
+            if self._listener is not None:
+                return
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))

@@ -2,6 +2,10 @@
 
 Every test ends the same way: each client's view (its last ``dashboard:initial`` overlaid with the updates after
 it) equals the database, and no client got any change twice.
+
+Servers are shared per module where a test does not need a configuration of its own: each test has a tenant of its
+own, closes what it opened (a REST session kept alive would hold a stopping worker for its graceful timeout), and
+looks only at what the server logged after it began (``log_size``/``wait_for_log_after``).
 """
 
 import json
@@ -9,6 +13,9 @@ import os
 import signal
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import psutil
 import pytest
@@ -22,13 +29,14 @@ from testkit import (
     REDIS_URL,
     Api,
     Database,
+    LiveServer,
     RecordingClient,
     database_url_for,
     mint_token,
     require_redis,
     running_server,
+    server_env,
     unique,
-    wait_for_log,
 )
 from tests.proxy import TcpProxy
 
@@ -78,10 +86,13 @@ def assert_converged(clients, database, tenant, timeout=DEFAULT_TIMEOUT):
         assert len(seqs) == len(set(seqs)), f"a change delivered twice: {sorted(seqs)}"
 
 
-def disconnect_all(clients):
+def disconnect_all(clients, *apis):
+    """Disconnect the clients (for good: no reconnecting) and close the REST sessions' kept-alive connections."""
     for client in clients:
         client.client.reconnection = False
         client.disconnect()
+    for api in apis:
+        api.session.close()
 
 
 def worker_pids(server):
@@ -104,241 +115,373 @@ def server_holds_connection_from(server, port):
     )
 
 
+def log_size(server):
+    """How much the server has logged so far: where ``wait_for_log_after`` starts looking."""
+    return Path(server.log_path).stat().st_size
+
+
+def logged_after(server, offset, text):
+    """True when ``text`` is in what the server logged after ``offset`` (``log_size``)."""
+    with open(server.log_path, "rb") as log:
+        log.seek(offset)
+        return text.encode() in log.read()
+
+
+def wait_for_log_after(server, offset, text, timeout=DEFAULT_TIMEOUT):
+    """Wait until ``text`` appears in what the server logged after ``offset``: this test's doing, not an earlier's."""
+    deadline = time.monotonic() + timeout
+    while not logged_after(server, offset, text):
+        assert time.monotonic() < deadline, f"{text!r} not logged within {timeout}s:\n{server.log_tail()}"
+        time.sleep(0.05)
+
+
+def wait_for_workers(server):
+    """Wait until the server has all its workers and each has started serving (logged "realtime started").
+
+    gunicorn logs "Booting worker" for each worker it forks, a replacement too; the app logs
+    "realtime started" once the worker serves.
+    """
+    workers = int(server.env["WEB_CONCURRENCY"])
+    deadline = time.monotonic() + 30
+    while True:
+        log = Path(server.log_path).read_text(errors="replace")
+        booted, serving = log.count("Booting worker with pid"), log.count("realtime started")
+        if booted == serving and len(worker_pids(server)) == workers:
+            return
+        assert time.monotonic() < deadline, f"{serving} of {booted} workers serving after 30 s:\n{server.log_tail()}"
+        time.sleep(0.05)
+
+
+@contextmanager
+def running_nodes(tmp_dir, count, **settings):
+    """``count`` servers (nodes) on one fresh PostgreSQL database, migrated once, started and stopped together."""
+    tmp_dir = Path(tmp_dir)
+    with database_url_for("postgresql", tmp_dir) as url, ExitStack() as stack:
+        nodes = []
+        for index in range(count):
+            directory = tmp_dir / f"node-{index}"
+            directory.mkdir(parents=True)
+            nodes.append(LiveServer(server_env(directory, DATABASE_URL=url, **settings), directory / "server.log"))
+        nodes[0].migrate()  # one database: the other nodes find it migrated
+
+        def stop_all():
+            with ThreadPoolExecutor(count) as pool:
+                list(pool.map(LiveServer.stop, nodes))
+
+        stack.callback(stop_all)  # also the ones started when another failed to
+        with ThreadPoolExecutor(count) as pool:
+            list(pool.map(LiveServer.start, nodes))
+        yield nodes
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One worker on PostgreSQL, polling every 30 s, closing sockets with more than 10 packets waiting.
+
+    REST writes wake the poller at once (in process); a row written straight into the database
+    arrives sooner than the 30 s poll only through LISTEN/NOTIFY.
+    """
+    with running_server(
+        tmp_path_factory.mktemp("scaleout"),
+        "postgresql",
+        POLL_INTERVAL="30",
+        POLL_MAX_BACKOFF="0.2",
+        SOCKET_MAX_BACKLOG="10",
+    ) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory):
+    """Two nodes of two workers each on one PostgreSQL database, no Redis, 30 s of graceful time."""
+    with running_nodes(tmp_path_factory.mktemp("nodes"), 2, WEB_CONCURRENCY="2", GRACEFUL_TIMEOUT="30") as both:
+        yield both
+
+
 # --- PostgreSQL NOTIFY ------------------------------------------------------------------------------------------
 
 
-def test_notify_delivers_direct_writes_at_once_and_a_dropped_listener_loses_nothing(tmp_path):
+def test_notify_delivers_direct_writes_at_once_and_a_dropped_listener_loses_nothing(server):
     # A 30 s poll: whatever arrives sooner came through LISTEN/NOTIFY.
-    with running_server(tmp_path, "postgresql", POLL_INTERVAL="30", POLL_MAX_BACKOFF="0.2") as server:
-        tenant, _ = setup_tenant(server)
-        client = RecordingClient().connect(server.url, mint_token(tenant))
-        client.subscribe(ENTITY)
-        seq = server.insert_changes([(tenant, ENTITY, "ticketsSold", 1)])
-        assert client.wait_for("metric:update", timeout=5)["seq"] == seq
+    tenant, api = setup_tenant(server)
+    api.session.close()
+    client = RecordingClient().connect(server.url, mint_token(tenant))
+    client.subscribe(ENTITY)
+    seq = server.insert_changes([(tenant, ENTITY, "ticketsSold", 1)])
+    assert client.wait_for("metric:update", timeout=5)["seq"] == seq
 
-        # Kill the listener's connection, write while it is gone: the reconnect reads what it missed.
-        database = server.database
-        killed = database.scalar(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND starts_with(query, 'LISTEN')"
-        )
-        assert killed == 1
-        seq = server.insert_changes([(tenant, ENTITY, "ticketsSold", 2)])
-        wait_for_log(server, "change listener lost its connection")
-        assert client.wait_for("metric:update", lambda d: d["seq"] == seq, timeout=10)["value"] == 2.0
-        seq = server.insert_changes([(tenant, ENTITY, "ticketsSold", 3)])
-        assert client.wait_for("metric:update", lambda d: d["seq"] == seq, timeout=5)["value"] == 3.0
-        assert_converged([client], database, tenant)
-        client.disconnect()
+    # Kill the listener's connection, write while it is gone: the reconnect reads what it missed.
+    database = server.database
+    offset = log_size(server)
+    killed = database.scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND starts_with(query, 'LISTEN')"
+    )
+    assert killed == 1
+    seq = server.insert_changes([(tenant, ENTITY, "ticketsSold", 2)])
+    wait_for_log_after(server, offset, "change listener lost its connection")
+    assert client.wait_for("metric:update", lambda d: d["seq"] == seq, timeout=10)["value"] == 2.0
+    seq = server.insert_changes([(tenant, ENTITY, "ticketsSold", 3)])
+    assert client.wait_for("metric:update", lambda d: d["seq"] == seq, timeout=5)["value"] == 3.0
+    assert_converged([client], database, tenant)
+    client.disconnect()
 
 
 # --- Several workers on several nodes --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("with_redis", [False, True], ids=["no-redis", "redis"])
-def test_two_nodes_of_two_workers_deliver_every_change_once(tmp_path, with_redis):
-    settings = {"WEB_CONCURRENCY": "2"}
-    if with_redis:
-        require_redis()
-        settings.update(REDIS_URL=REDIS_URL, REDIS_CHANNEL=unique("analytics-test"))
-    with (
-        database_url_for("postgresql", tmp_path) as url,
-        running_server(tmp_path / "a", DATABASE_URL=url, **settings) as a,
-        running_server(tmp_path / "b", DATABASE_URL=url, **settings) as b,
-    ):
-        tenant, api_a = setup_tenant(a)
-        api_b = Api(b.url, mint_token(tenant, roles=("admin", "ingest")))
-        clients = connect_clients((a, b), tenant, per_server=4)
-        try:
-            api_a.ingest((ENTITY, "ticketsSold", 1))
-            api_b.ingest((ENTITY, "revenue", 2))
-            a.insert_changes([(tenant, ENTITY, "checkIns", 3)])
-            fence = api_b.ingest((ENTITY, "ticketsSold", 4))["lastSeq"]
-            for client in clients:
-                client.wait_for("metric:update", lambda d, fence=fence: d["seq"] == fence)
-            assert_converged(clients, a.database, tenant)
-            assert all(len(c.of("metric:update")) == 4 for c in clients)
+def deliver_every_change_once(a, b, redis_channel=None):
+    """Four clients on each node: changes through either node and straight into the database reach each once."""
+    tenant, api_a = setup_tenant(a)
+    api_b = Api(b.url, mint_token(tenant, roles=("admin", "ingest")))
+    clients = connect_clients((a, b), tenant, per_server=4)
+    try:
+        api_a.ingest((ENTITY, "ticketsSold", 1))
+        api_b.ingest((ENTITY, "revenue", 2))
+        a.insert_changes([(tenant, ENTITY, "checkIns", 3)])
+        fence = api_b.ingest((ENTITY, "ticketsSold", 4))["lastSeq"]
+        for client in clients:
+            client.wait_for("metric:update", lambda d, fence=fence: d["seq"] == fence)
+        assert_converged(clients, a.database, tenant)
+        assert all(len(c.of("metric:update")) == 4 for c in clients)
 
-            dashboard_id = api_a.call("GET", f"/entities/{ENTITY}", 200)["dashboardId"]
-            tile = {"title": "Queue", "metricName": "queueLength", "kind": "number"}
-            api_b.call("POST", f"/dashboards/{dashboard_id}/tiles", 201, json=tile)
-            for client in clients:
-                update = client.wait_for("dashboard:update")
-                assert (update["action"], update["tile"]["metricName"]) == ("added", "queueLength")
+        dashboard_id = api_a.call("GET", f"/entities/{ENTITY}", 200)["dashboardId"]
+        tile = {"title": "Queue", "metricName": "queueLength", "kind": "number"}
+        api_b.call("POST", f"/dashboards/{dashboard_id}/tiles", 201, json=tile)
+        for client in clients:
+            update = client.wait_for("dashboard:update")
+            assert (update["action"], update["tile"]["metricName"]) == ("added", "queueLength")
 
-            if with_redis:
-                # An emit from outside (another service on the same Redis) reaches the sockets of every process.
-                external = socketio.RedisManager(REDIS_URL, channel=settings["REDIS_CHANNEL"], write_only=True)
-                notice = {"entityId": ENTITY, "metricName": "announcement", "value": 1, "timestamp": None, "seq": 0}
-                external.emit("metric:update", notice, room=room_for(tenant, ENTITY), namespace="/dashboard")
-                for client in clients:
-                    client.wait_for("metric:update", lambda d: d["metricName"] == "announcement")
+        if redis_channel:
+            # An emit from outside (another service on the same Redis) reaches the sockets of every process.
+            external = socketio.RedisManager(REDIS_URL, channel=redis_channel, write_only=True)
+            notice = {"entityId": ENTITY, "metricName": "announcement", "value": 1, "timestamp": None, "seq": 0}
+            external.emit("metric:update", notice, room=room_for(tenant, ENTITY), namespace="/dashboard")
             for client in clients:
-                assert len(client.of("dashboard:update")) == 1
-                assert len(client.of("metric:update")) == 4 + with_redis
-        finally:
-            disconnect_all(clients)
+                client.wait_for("metric:update", lambda d: d["metricName"] == "announcement")
+        for client in clients:
+            assert len(client.of("dashboard:update")) == 1
+            assert len(client.of("metric:update")) == 4 + bool(redis_channel)
+    finally:
+        disconnect_all(clients, api_a, api_b)
+
+
+def test_two_nodes_of_two_workers_deliver_every_change_once_without_redis(nodes):
+    deliver_every_change_once(*nodes)
+
+
+def test_two_nodes_of_two_workers_deliver_every_change_once_with_redis(tmp_path):
+    require_redis()
+    channel = unique("analytics-test")
+    with running_nodes(tmp_path, 2, WEB_CONCURRENCY="2", REDIS_URL=REDIS_URL, REDIS_CHANNEL=channel) as (a, b):
+        deliver_every_change_once(a, b, redis_channel=channel)
 
 
 # --- Faults ----------------------------------------------------------------------------------------------------
 
 
-def test_database_outage_keeps_sockets_and_delivers_what_was_committed_meanwhile(tmp_path):
-    with database_url_for("postgresql", tmp_path) as direct_url, TcpProxy("127.0.0.1", 5432) as proxy:
-        proxied_url = direct_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
-        with running_server(tmp_path, DATABASE_URL=proxied_url, POLL_MAX_BACKOFF="0.5") as server:
-            tenant, api = setup_tenant(server)
-            clients = connect_clients([server], tenant, per_server=3)
-            api.ingest((ENTITY, "ticketsSold", 1))
-            database = Database(direct_url)
-            assert_converged(clients, database, tenant)
-
-            proxy.cut()
-            wait_for_log(server, "change poll failed")
-            for value in range(2, 12):  # another writer still reaches the database
-                database.execute(
-                    "INSERT INTO change_log (tenant_id, entity_id, metric_name, value) VALUES (?, ?, ?, ?)",
-                    (tenant, ENTITY, "ticketsSold" if value % 2 else "revenue", value),
-                )
-            proxy.restore()
-
-            assert_converged(clients, database, tenant, timeout=20)
-            assert all(c.client.connected and not c.disconnects for c in clients)
-            disconnect_all(clients)
-
-
-def test_redis_outage_changes_nothing_for_the_change_feed_and_redis_comes_back(tmp_path):
-    require_redis()
+@pytest.fixture(scope="module")
+def outages(tmp_path_factory):
+    """A server whose PostgreSQL and Redis are each behind a proxy the test can cut: ``(server, database proxy,
+    Redis proxy, Redis channel, direct database URL)``."""
+    tmp = tmp_path_factory.mktemp("outages")
     host, port = REDIS_URL.split("//")[1].split("/")[0].split(":")
     channel = unique("analytics-test")
-    with TcpProxy(host, int(port)) as proxy:
-        proxied = f"redis://127.0.0.1:{proxy.port}/0"
-        with running_server(tmp_path, "postgresql", REDIS_URL=proxied, REDIS_CHANNEL=channel) as server:
-            tenant, api = setup_tenant(server)
-            clients = connect_clients([server], tenant, per_server=2)
-            proxy.cut()
-            assert api.session.get(server.url + "/readyz", timeout=10).status_code == 503
-            api.ingest((ENTITY, "ticketsSold", 1))
-            assert_converged(clients, server.database, tenant)
+    with (
+        database_url_for("postgresql", tmp) as direct_url,
+        TcpProxy("127.0.0.1", 5432) as database_proxy,
+        TcpProxy(host, int(port)) as redis_proxy,
+    ):
+        proxied_url = direct_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{database_proxy.port}/")
+        with running_server(
+            tmp,
+            DATABASE_URL=proxied_url,
+            POLL_MAX_BACKOFF="0.5",
+            REDIS_URL=f"redis://127.0.0.1:{redis_proxy.port}/0",
+            REDIS_CHANNEL=channel,
+        ) as server:
+            yield server, database_proxy, redis_proxy, channel, direct_url
 
-            proxy.restore()
-            assert api.session.get(server.url + "/readyz", timeout=10).status_code == 200
-            # The server's Redis listener reconnects with a backoff: announce until heard (bounded).
-            external = socketio.RedisManager(REDIS_URL, channel=channel, write_only=True)
-            notice = {"entityId": ENTITY, "metricName": "announcement", "value": 1, "timestamp": None, "seq": 0}
 
-            def heard(client):
-                return any(u["metricName"] == "announcement" for u in client.of("metric:update"))
+def test_database_outage_keeps_sockets_and_delivers_what_was_committed_meanwhile(outages):
+    server, proxy, _, _, direct_url = outages
+    tenant, api = setup_tenant(server)
+    clients = connect_clients([server], tenant, per_server=3)
+    try:
+        api.ingest((ENTITY, "ticketsSold", 1))
+        database = Database(direct_url)
+        assert_converged(clients, database, tenant)
 
-            for _ in range(60):  # 30 s at most
-                external.emit("metric:update", notice, room=room_for(tenant, ENTITY), namespace="/dashboard")
-                try:
-                    for client in clients:
-                        client.wait_until(heard, timeout=0.5, what="the announcement")
-                    break
-                except AssertionError:
-                    continue
-            else:
-                pytest.fail("emits through Redis never arrived after it came back")
-            disconnect_all(clients)
+        offset = log_size(server)
+        proxy.cut()
+        wait_for_log_after(server, offset, "change poll failed")
+        for value in range(2, 12):  # another writer still reaches the database
+            database.execute(
+                "INSERT INTO change_log (tenant_id, entity_id, metric_name, value) VALUES (?, ?, ?, ?)",
+                (tenant, ENTITY, "ticketsSold" if value % 2 else "revenue", value),
+            )
+        proxy.restore()
+
+        assert_converged(clients, database, tenant, timeout=20)
+        assert all(c.client.connected and not c.disconnects for c in clients)
+    finally:
+        proxy.restore()  # for the next test, whatever happened in this one
+        disconnect_all(clients, api)
+
+
+def test_redis_outage_changes_nothing_for_the_change_feed_and_redis_comes_back(outages):
+    require_redis()
+    server, _, proxy, channel, direct_url = outages
+    tenant, api = setup_tenant(server)
+    clients = connect_clients([server], tenant, per_server=2)
+    try:
+        proxy.cut()
+        assert api.session.get(server.url + "/readyz", timeout=10).status_code == 503
+        api.ingest((ENTITY, "ticketsSold", 1))
+        assert_converged(clients, Database(direct_url), tenant)
+
+        proxy.restore()
+        assert api.session.get(server.url + "/readyz", timeout=10).status_code == 200
+        # The server's Redis listener reconnects with a backoff: announce until heard (bounded).
+        external = socketio.RedisManager(REDIS_URL, channel=channel, write_only=True)
+        notice = {"entityId": ENTITY, "metricName": "announcement", "value": 1, "timestamp": None, "seq": 0}
+
+        def heard(client):
+            return any(u["metricName"] == "announcement" for u in client.of("metric:update"))
+
+        for _ in range(60):  # 30 s at most
+            external.emit("metric:update", notice, room=room_for(tenant, ENTITY), namespace="/dashboard")
+            try:
+                for client in clients:
+                    client.wait_until(heard, timeout=0.5, what="the announcement")
+                break
+            except AssertionError:
+                continue
+        else:
+            pytest.fail("emits through Redis never arrived after it came back")
+    finally:
+        proxy.restore()
+        disconnect_all(clients, api)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
-def test_a_worker_stopped_hands_its_clients_to_the_other_and_they_converge(tmp_path, sig):
-    # 30 s of graceful time: with SIGTERM the clients must be back long before it ends (they are closed at once).
-    with running_server(tmp_path, "postgresql", WEB_CONCURRENCY="2", GRACEFUL_TIMEOUT="30") as server:
-        tenant, api = setup_tenant(server)
-        clients = connect_clients([server], tenant, per_server=6, reconnecting=True)
-        try:
-            api.ingest((ENTITY, "ticketsSold", 1))
-            assert_converged(clients, server.database, tenant)
-            api.session.close()  # count the sockets only, not the kept-alive REST connection
-            held = {pid: sockets_held(pid, server.port) for pid in worker_pids(server)}
-            victim = max(held, key=held.get)
-            assert held[victim] > 0, held
+def test_a_worker_stopped_hands_its_clients_to_the_other_and_they_converge(nodes, sig):
+    # Each signal stops a worker of a node of its own, whose two workers both serve. 30 s of graceful time:
+    # with SIGTERM the clients must be back long before it ends (they are closed at once).
+    server = nodes[0] if sig == signal.SIGKILL else nodes[1]
+    wait_for_workers(server)
+    tenant, api = setup_tenant(server)
+    clients = connect_clients([server], tenant, per_server=6, reconnecting=True)
+    try:
+        api.ingest((ENTITY, "ticketsSold", 1))
+        assert_converged(clients, server.database, tenant)
+        api.session.close()  # count the sockets only, not the kept-alive REST connection
+        held = {pid: sockets_held(pid, server.port) for pid in worker_pids(server)}
+        victim = max(held, key=held.get)
+        assert held[victim] > 0, held
 
-            os.kill(victim, sig)
-            for value in range(2, 8):
-                api.ingest((ENTITY, "ticketsSold", value))
+        os.kill(victim, sig)
+        for value in range(2, 8):
+            api.ingest((ENTITY, "ticketsSold", value))
+        moved = [c for c in clients if c.disconnects]
+        deadline = time.monotonic() + 10
+        while len(moved) < held[victim]:
+            assert time.monotonic() < deadline, f"only {len(moved)} of {held[victim]} clients were let go"
+            time.sleep(0.05)
             moved = [c for c in clients if c.disconnects]
-            deadline = time.monotonic() + 10
-            while len(moved) < held[victim]:
-                assert time.monotonic() < deadline, f"only {len(moved)} of {held[victim]} clients were let go"
-                time.sleep(0.05)
-                moved = [c for c in clients if c.disconnects]
-            for client in moved:
-                client.wait_until(lambda c: c.connects >= 2, timeout=10, what="reconnected")
-            assert_converged(clients, server.database, tenant)
-        finally:
-            disconnect_all(clients)
+        for client in moved:
+            client.wait_until(lambda c: c.connects >= 2, timeout=10, what="reconnected")
+        assert_converged(clients, server.database, tenant)
+    finally:
+        disconnect_all(clients, api)
 
 
-def test_a_client_that_stops_reading_is_cut_off_and_does_not_hold_up_the_others(tmp_path):
-    with running_server(tmp_path, "postgresql", SOCKET_MAX_BACKLOG="10") as server:
-        tenant, api = setup_tenant(server)
-        reader = RecordingClient().connect(server.url, mint_token(tenant))
-        reader.subscribe(ENTITY)
+def test_a_client_that_stops_reading_is_cut_off_and_does_not_hold_up_the_others(server):
+    tenant, api = setup_tenant(server)
+    # The longest entity id and metric names there are: fewer, larger updates fill the buffers below.
+    entity_id = unique("event").ljust(128, "e")
+    api.put_entity(entity_id, "event", api.call("GET", f"/entities/{ENTITY}", 200)["dashboardId"])
+    reader = RecordingClient().connect(server.url, mint_token(tenant))
+    reader.subscribe(entity_id)
 
-        # A raw Engine.IO/Socket.IO client with a tiny receive buffer that subscribes, then never reads again.
-        stalled = websocket.create_connection(
-            f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket",
-            sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)],
-            timeout=DEFAULT_TIMEOUT,
-        )
-        try:
-            assert stalled.recv().startswith("0")  # Engine.IO open
-            stalled.send("40/dashboard," + json.dumps({"token": mint_token(tenant)}))
-            assert stalled.recv().startswith("40/dashboard,")
-            stalled.send("42/dashboard," + json.dumps(["subscribe", {"entityId": ENTITY, "entityType": "event"}]))
-            assert "dashboard:initial" in stalled.recv()
+    # A raw Engine.IO/Socket.IO client with a tiny receive buffer that subscribes, then never reads again.
+    stalled = websocket.create_connection(
+        f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket",
+        sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)],
+        timeout=DEFAULT_TIMEOUT,
+    )
+    try:
+        opened = stalled.recv()
+        assert opened.startswith("0")  # Engine.IO open
+        sid = json.loads(opened[1:])["sid"]
+        stalled.send("40/dashboard," + json.dumps({"token": mint_token(tenant)}))
+        assert stalled.recv().startswith("40/dashboard,")
+        stalled.send("42/dashboard," + json.dumps(["subscribe", {"entityId": entity_id, "entityType": "event"}]))
+        assert "dashboard:initial" in stalled.recv()
 
-            # Enough to fill the kernel's buffers on both sides (up to 4 MiB here), then the socket's queue.
-            batches = 12
-            for batch in range(batches):
-                api.ingest(*[(ENTITY, f"{batch}-{i}-".ljust(128, "m"), float(i)) for i in range(1000)])
-                if "is not reading" in server.log_tail(50):
-                    break
-            fence = api.ingest((ENTITY, "fence", 1))["lastSeq"]
-            reader.wait_for("metric:update", lambda d: d["seq"] == fence)
-            assert len(reader.of("metric:update")) == (batch + 1) * 1000 + 1
-            wait_for_log(server, "is not reading")
-            # The server lets go of the connection at once, while its client still does not read...
-            port = stalled.sock.getsockname()[1]
-            deadline = time.monotonic() + DEFAULT_TIMEOUT
-            while server_holds_connection_from(server, port):
-                assert time.monotonic() < deadline, "the stalled client's connection is still established"
-                time.sleep(0.05)
-            # ...so the client sees it end when it reads again.
-            with pytest.raises(websocket.WebSocketConnectionClosedException):
-                while True:
-                    stalled.recv()
-        finally:
-            stalled.close()
-            reader.disconnect()
+        # Enough to fill the kernel's buffers on both sides (up to 4 MiB here), then the socket's queue: rows
+        # written straight into the change log (NOTIFY wakes the poller), a thousand in one statement, each
+        # thousand once the reader has the one before, until the server says it cut the socket off.
+        offset = log_size(server)
+        written = 0
+        for batch in range(16):
+            mark = len(reader.events)
+            last = server.database.scalar(
+                "WITH written AS (INSERT INTO change_log (tenant_id, entity_id, metric_name, value)"
+                " SELECT ?, ?, rpad(? || i || '-', 128, 'm'), i FROM generate_series(0, 999) AS i RETURNING seq)"
+                " SELECT max(seq) FROM written",
+                (tenant, entity_id, f"{batch}-"),
+            )
+            written += 1000
+            reader.wait_for("metric:update", lambda d, last=last: d["seq"] == last, after=mark)
+            if logged_after(server, offset, f"socket {sid} is not reading"):
+                break
+        fence = api.ingest((entity_id, "fence", 1))["lastSeq"]
+        reader.wait_for("metric:update", lambda d: d["seq"] == fence)
+        assert len(reader.of("metric:update")) == written + 1
+        wait_for_log_after(server, offset, f"socket {sid} is not reading")
+        # The server lets go of the connection at once, while its client still does not read...
+        port = stalled.sock.getsockname()[1]
+        deadline = time.monotonic() + DEFAULT_TIMEOUT
+        while server_holds_connection_from(server, port):
+            assert time.monotonic() < deadline, "the stalled client's connection is still established"
+            time.sleep(0.05)
+        # ...so the client sees it end when it reads again.
+        with pytest.raises(websocket.WebSocketConnectionClosedException):
+            while True:
+                stalled.recv()
+    finally:
+        stalled.close()
+        reader.disconnect()
+        api.session.close()
 
 
-def test_a_polling_client_that_stops_polling_is_cut_off_past_the_limit(tmp_path):
+def test_a_polling_client_that_stops_polling_is_cut_off_past_the_limit(server):
     """Its packets wait in its engine.io queue; past SOCKET_MAX_BACKLOG the session is closed."""
-    with running_server(tmp_path, SOCKET_MAX_BACKLOG="10") as server:
-        tenant, api = setup_tenant(server)
-        base = f"{server.url}/socket.io/?EIO=4&transport=polling"
-        session = requests.Session()
-        sid = json.loads(session.get(base, timeout=DEFAULT_TIMEOUT).text[1:])["sid"]  # "0{...}": OPEN
-        url = f"{base}&sid={sid}"
+    tenant, api = setup_tenant(server)
+    base = f"{server.url}/socket.io/?EIO=4&transport=polling"
+    session = requests.Session()
+    sid = json.loads(session.get(base, timeout=DEFAULT_TIMEOUT).text[1:])["sid"]  # "0{...}": OPEN
+    url = f"{base}&sid={sid}"
 
-        def post(text):
-            assert session.post(url, data=text, timeout=DEFAULT_TIMEOUT).status_code == 200
+    def post(text):
+        assert session.post(url, data=text, timeout=DEFAULT_TIMEOUT).status_code == 200
 
-        def poll():
-            return session.get(url, timeout=DEFAULT_TIMEOUT)
+    def poll():
+        return session.get(url, timeout=DEFAULT_TIMEOUT)
 
+    try:
         post("40/dashboard," + json.dumps({"token": mint_token(tenant)}))
         assert "40/dashboard," in poll().text
         post("42/dashboard," + json.dumps(["subscribe", {"entityId": ENTITY, "entityType": "event"}]))
         assert "dashboard:initial" in poll().text
 
         # It stops polling; a write of 20 metrics queues 20 updates for it.
+        offset = log_size(server)
         api.ingest(*[(ENTITY, f"metric-{i}", float(i)) for i in range(20)])
-        wait_for_log(server, "is not reading")
+        wait_for_log_after(server, offset, f"socket {sid} is not reading")
         refused = poll()
         assert (refused.status_code, refused.json()) == (400, f"Invalid session {sid}")
+    finally:
+        session.close()
+        api.session.close()
