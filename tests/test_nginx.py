@@ -31,6 +31,9 @@ from testkit import (
     tenant_with_entity,
 )
 
+# What nginx does with the traffic does not depend on the database: SQLite only.
+pytestmark = pytest.mark.backends("sqlite")
+
 SITE_CONFIG = ROOT / "deploy" / "nginx" / "analytics-svc.conf"
 BACKEND_LINE = re.compile(r"^(\s*server\s+)(\S+:\d+)(\s[^;{]*)?;", re.MULTILINE)
 LISTEN_LINE = re.compile(r"^(\s*listen\s+)80;", re.MULTILINE)
@@ -172,26 +175,20 @@ def running_nginx(directory, backends, sticky=True):
         nginx.stop()
 
 
-@contextmanager
-def two_backends(directory):
-    """Two server processes sharing one SQLite database, as tests/test_multiprocess.py runs them."""
-    directory = Path(directory)
-    shared = f"sqlite:///{directory / 'shared.db'}"
-    (directory / "a").mkdir(parents=True)
-    (directory / "b").mkdir(parents=True)
-    with (
-        running_server(directory / "a", DATABASE_URL=shared, GRACEFUL_TIMEOUT=1) as a,
-        running_server(directory / "b", DATABASE_URL=shared, GRACEFUL_TIMEOUT=1) as b,
-    ):
-        yield a, b
+def second_backend(directory, live_server):
+    """Another server process on the session server's SQLite database (as tests/test_multiprocess.py runs two)."""
+    return running_server(directory, DATABASE_URL=live_server.env["DATABASE_URL"], GRACEFUL_TIMEOUT=1)
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """Two backends and the sticky nginx in front of them, for the tests that stop nothing."""
+def cluster(tmp_path_factory, live_server):
+    """The session's server and a second process on its database, behind the sticky nginx: ``(nginx, backends)``.
+
+    The last test of the module may stop the second process.
+    """
     tmp = tmp_path_factory.mktemp("nginx-cluster")
-    with two_backends(tmp / "servers") as backends, running_nginx(tmp / "nginx", backends) as nginx:
-        yield nginx, backends
+    with second_backend(tmp / "b", live_server) as other, running_nginx(tmp / "nginx", [live_server, other]) as nginx:
+        yield nginx, [live_server, other]
 
 
 def backend_of(nginx, backends, request_id):
@@ -403,10 +400,19 @@ def test_rest_and_healthz_through_nginx_with_forwarded_for_and_request_ids(clust
 
 
 # --- (d) one backend stops: clients come back through nginx on the other and converge ---------------
+# (keep last: it may stop the cluster's second backend)
 
 
-def test_when_a_backend_stops_clients_reconnect_through_nginx_to_the_other_and_converge(tmp_path, node_client):
-    with two_backends(tmp_path / "servers") as backends, running_nginx(tmp_path / "nginx", backends) as nginx:
+def test_when_a_backend_stops_clients_reconnect_through_nginx_to_the_other_and_converge(
+    cluster, live_server, tmp_path, node_client
+):
+    # Two backends of the test's own (either may be stopped): the cluster's second one and a third.
+    _, (_, second) = cluster
+    with (
+        second_backend(tmp_path / "c", live_server) as third,
+        running_nginx(tmp_path / "nginx", [second, third]) as nginx,
+    ):
+        backends = [second, third]
         tenant, api = tenant_with_entity(nginx.url)
         api.ingest(("event-1", "ticketsSold", 1))
 

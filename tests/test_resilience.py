@@ -1,6 +1,7 @@
 """Surviving trouble: a server restart under a connected client, a database outage, a backlog."""
 
 import threading
+import time
 
 import pytest
 import socketio
@@ -11,20 +12,24 @@ from testkit import (
     mint_token,
     running_server,
     tenant_with_entity,
-    wait_for_log,
 )
 
 
-@pytest.fixture
-def own_server(tmp_path):
-    """A server of this test's own, so that restarting or breaking it disturbs nobody else."""
-    with running_server(tmp_path) as server:
+@pytest.fixture(scope="module")
+def own_server(tmp_path_factory, backend):
+    """A server of this module's own on ``backend``, so that restarting or breaking it disturbs no other module.
+
+    After a failed poll it polls again within 0.3 s (POLL_MAX_BACKOFF).
+    """
+    with running_server(tmp_path_factory.mktemp(f"resilience-{backend}"), backend, POLL_MAX_BACKOFF="0.3") as server:
         yield server
 
 
+@pytest.mark.backends("sqlite")
 def test_client_resubscribes_after_server_restart(own_server):
     tenant, api = tenant_with_entity(own_server.url, "event-uuid-123")
     api.ingest(("event-uuid-123", "ticketsSold", 1))
+    api.session.close()  # a stopping worker waits (up to its graceful timeout) for kept-alive connections
 
     # The seed's client: reconnect on, and subscribe again on every 'connect'.
     client = socketio.Client(reconnection=True, reconnection_delay=0.2, reconnection_delay_max=0.5)
@@ -71,30 +76,44 @@ def test_client_resubscribes_after_server_restart(own_server):
         assert initials[1]["tiles"] == initials[0]["tiles"]
     finally:
         client.disconnect()
+        if own_server.proc.poll() is not None:  # stopped and not started again: the next test needs it
+            own_server.start()
 
 
-def test_poller_survives_database_errors_and_delivers_what_was_written_meanwhile(tmp_path, backend):
-    with running_server(tmp_path, backend, POLL_MAX_BACKOFF="0.3") as server:
-        tenant, api = tenant_with_entity(server.url)
-        client = RecordingClient().connect(server.url, mint_token(tenant))
-        client.subscribe("event-1")
+def test_poller_survives_database_errors_and_delivers_what_was_written_meanwhile(own_server):
+    server = own_server
+    tenant, api = tenant_with_entity(server.url)
+    client = RecordingClient().connect(server.url, mint_token(tenant))
+    client.subscribe("event-1")
 
-        database = server.database
-        database.execute("ALTER TABLE change_log RENAME TO change_log_away")
-        wait_for_log(server, "change poll failed")
+    database = server.database
+    failures = server.log_tail(100_000).count("change poll failed")
+    database.execute("ALTER TABLE change_log RENAME TO change_log_away")
+    try:
+        wait_until_logged(server, "change poll failed", failures + 1)
         # A writer that knows the table under its other name keeps writing meanwhile.
         database.execute(
             "INSERT INTO change_log_away (tenant_id, entity_id, metric_name, value) VALUES (?, ?, ?, ?)",
             (tenant, "event-1", "ticketsSold", 77),
         )
+    finally:
         database.execute("ALTER TABLE change_log_away RENAME TO change_log")
 
-        assert client.wait_for("metric:update")["value"] == 77.0
-        assert client.client.connected
-        api.ingest(("event-1", "ticketsSold", 78))
-        client.wait_for("metric:update", lambda d: d["value"] == 78.0)
-        assert [u["value"] for u in client.of("metric:update")] == [77.0, 78.0]
-        client.disconnect()
+    assert client.wait_for("metric:update")["value"] == 77.0
+    assert client.client.connected
+    api.ingest(("event-1", "ticketsSold", 78))
+    client.wait_for("metric:update", lambda d: d["value"] == 78.0)
+    assert [u["value"] for u in client.of("metric:update")] == [77.0, 78.0]
+    client.disconnect()
+    api.session.close()
+
+
+def wait_until_logged(server, text, times, timeout=DEFAULT_TIMEOUT):
+    """Wait until the server has logged ``text`` ``times`` times (a module's server logs for every test)."""
+    deadline = time.monotonic() + timeout
+    while server.log_tail(100_000).count(text) < times:
+        assert time.monotonic() < deadline, f"{text!r} not logged {times} times within {timeout}s:\n{server.log_tail()}"
+        time.sleep(0.05)
 
 
 def test_subscribe_catches_up_a_backlog_of_many_batches_before_its_snapshot(tmp_path, backend):
