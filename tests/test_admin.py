@@ -14,6 +14,7 @@ from html.parser import HTMLParser
 import pytest
 from playwright.sync_api import expect
 
+from testkit import Api as LiveApi
 from testkit import flask_cli, mint_token, running_server, unique
 from tests.api.conftest import Api
 from tests.browser import AdminPage, DashboardPage
@@ -240,7 +241,240 @@ def test_no_dev_sign_in_or_prefilled_token_without_dev_mode(client, tenant):
     assert 'id="dev-token-note"' not in viewer.text
 
 
+# --- changes made on the page, in process --------------------------------------------------------------------------
+
+
+def dashboard_page(client, dashboard_id):
+    """The admin page of one dashboard (asserts 200)."""
+    page = client.get(f"/admin/dashboards/{dashboard_id}")
+    assert page.status_code == 200, page.text
+    return page
+
+
+def tile_titles(page):
+    """The tile titles of a dashboard's admin page, in order."""
+    return [html.unescape(t) for t in re.findall(r'<strong class="tile-title">(.*?)</strong>', page.text)]
+
+
+def test_index_lists_the_tenants_dashboards_and_entities(admin_client, rest, dashboard):
+    entity_id = unique("venue")
+    rest.put_entity(entity_id, "venue", dashboard["id"], name="Arena")
+    other = Api(rest.client, mint_token(unique("other"), roles=("admin",))).create_dashboard("Theirs")
+
+    page = admin_client.get("/admin")
+
+    assert page.status_code == 200
+    assert page.headers["Cache-Control"] == "no-store" and page.headers["X-Frame-Options"] == "DENY"
+    assert f'href="/admin/dashboards/{dashboard["id"]}">Overview</a>' in page.text
+    assert f"<code>{entity_id}</code>" in page.text
+    assert f"/admin/dashboards/{other['id']}" not in page.text
+
+
+def test_add_tile_from_the_page(admin_client, rest, dashboard):
+    form = {**add_tile_form(admin_client, dashboard["id"]), "title": "Queue", "metric_name": "queue"}
+    form.update(kind="gauge", unit="min", warning="5", critical="10")
+
+    added = admin_client.post(f"/admin/dashboards/{dashboard['id']}/tiles", data=form, follow_redirects=True)
+
+    assert added.status_code == 200
+    assert "Added tile \u201cQueue\u201d." in flashes(added, "success")
+    assert tile_titles(added) == ["Tickets", "Revenue", "Queue"]
+    saved = rest.dashboard(dashboard["id"])
+    assert saved["version"] == dashboard["version"] + 1
+    assert saved["tiles"][2] | {"id": None} == {
+        "id": None,
+        "position": 2,
+        "title": "Queue",
+        "metricName": "queue",
+        "kind": "gauge",
+        "unit": "min",
+        "thresholds": {"warning": 5.0, "critical": 10.0},
+    }
+
+
+def test_edit_tile_shows_it_and_keeps_other_thresholds(admin_client, rest, dashboard):
+    tile = dashboard["tiles"][1]
+    path = f"/admin/dashboards/{dashboard['id']}/tiles/{tile['id']}"
+    rest.call("PATCH", f"/dashboards/{dashboard['id']}/tiles/{tile['id']}", 200, json={"thresholds": {"low": 1}})
+
+    form = forms_of(admin_client.get(f"{path}/edit"))["edit-tile"]
+    assert {k: form[k] for k in ("title", "metric_name", "kind", "unit", "expected_version")} == {
+        "title": "Revenue",
+        "metric_name": "revenue",
+        "kind": "number",
+        "unit": "EUR",
+        "expected_version": "2",
+    }
+    saved = admin_client.post(f"{path}/edit", data={**form, "title": "Takings", "warning": "100"})
+
+    assert saved.status_code == 303 and saved.headers["Location"] == f"/admin/dashboards/{dashboard['id']}"
+    assert "Saved tile \u201cTakings\u201d." in flashes(admin_client.get(saved.headers["Location"]), "success")
+    after = rest.dashboard(dashboard["id"])
+    assert after["tiles"][1] == {**tile, "title": "Takings", "thresholds": {"low": 1.0, "warning": 100.0}}
+    assert after["version"] == 3
+
+
+def test_stale_edit_is_refused_and_keeps_what_was_typed(admin_client, rest, dashboard):
+    tile = dashboard["tiles"][0]
+    path = f"/admin/dashboards/{dashboard['id']}/tiles/{tile['id']}/edit"
+    form = forms_of(admin_client.get(path))["edit-tile"]
+    rest.call("PATCH", f"/dashboards/{dashboard['id']}/tiles/{tile['id']}", 200, json={"title": "Tickets sold"})
+
+    refused = admin_client.post(path, data={**form, "title": "Tickets left"})
+
+    assert refused.status_code == 409
+    assert any("someone else changed this dashboard" in shown for shown in flashes(refused, "error"))
+    assert forms_of(refused)["edit-tile"]["title"] == "Tickets left"
+    assert rest.dashboard(dashboard["id"])["tiles"][0]["title"] == "Tickets sold"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="app/admin/views.py: after a refused save the form is shown again with the version that was sent, "
+    "not the current one (WTForms renders a field's submitted raw_data, not the .data the view sets), "
+    "so saving again is refused again until the page is reloaded",
+)
+@pytest.mark.parametrize("form_id", ["edit-tile", "add-tile"])
+def test_saving_again_after_a_refused_save_is_accepted(admin_client, rest, dashboard, form_id):
+    tile = dashboard["tiles"][0]
+    page = f"/admin/dashboards/{dashboard['id']}/tiles/{tile['id']}/edit" if form_id == "edit-tile" else None
+    path = page or f"/admin/dashboards/{dashboard['id']}/tiles"
+    form = forms_of(admin_client.get(page or f"/admin/dashboards/{dashboard['id']}"))[form_id]
+    form.update(title="Mine", metric_name="mine")
+    rest.call("PATCH", f"/dashboards/{dashboard['id']}/tiles/{tile['id']}", 200, json={"unit": "x"})
+    refused = admin_client.post(path, data=form)
+    assert refused.status_code == 409
+
+    # The admin has seen the current tiles and saves the form shown again.
+    again = admin_client.post(path, data=forms_of(refused)[form_id])
+
+    assert again.status_code == 303, flashes(again, "error")
+    assert rest.dashboard(dashboard["id"])["version"] == 3
+
+
+def test_unknown_tile_pages_are_not_found(admin_client, dashboard):
+    for path in ("edit", "remove"):
+        response = admin_client.get(f"/admin/dashboards/{dashboard['id']}/tiles/999999999/{path}")
+        assert response.status_code == 404
+        assert "unknown tile 999999999" in flashes(response, "error")
+
+
+def test_remove_tile_asks_first(admin_client, rest, dashboard):
+    tile = dashboard["tiles"][0]
+    path = f"/admin/dashboards/{dashboard['id']}/tiles/{tile['id']}/remove"
+    confirm = admin_client.get(path)
+    assert confirm.status_code == 200
+    assert 'id="confirm-remove"' in confirm.text
+    assert rest.dashboard(dashboard["id"]) == dashboard
+
+    removed = admin_client.post(path, data=forms_of(confirm)[path], follow_redirects=True)
+
+    assert "Removed tile \u201cTickets\u201d." in flashes(removed, "success")
+    assert tile_titles(removed) == ["Revenue"]
+    assert [t["title"] for t in rest.dashboard(dashboard["id"])["tiles"]] == ["Revenue"]
+
+
+def test_stale_remove_is_refused(admin_client, rest, dashboard):
+    tile = dashboard["tiles"][0]
+    path = f"/admin/dashboards/{dashboard['id']}/tiles/{tile['id']}/remove"
+    form = forms_of(admin_client.get(path))[path]
+    rest.call("PATCH", f"/dashboards/{dashboard['id']}/tiles/{tile['id']}", 200, json={"unit": "x"})
+
+    refused = admin_client.post(path, data=form, follow_redirects=True)
+
+    assert any("someone else changed this dashboard" in shown for shown in flashes(refused, "error"))
+    assert tile_titles(refused) == ["Tickets", "Revenue"]
+
+
+@pytest.mark.parametrize(
+    ("tile", "direction", "titles"),
+    [(1, "up", ["Revenue", "Tickets"]), (0, "down", ["Revenue", "Tickets"]), (0, "up", ["Tickets", "Revenue"])],
+    ids=["second-up", "first-down", "first-up-stays"],
+)
+def test_move_tile(admin_client, rest, dashboard, tile, direction, titles):
+    tile_id = dashboard["tiles"][tile]["id"]
+    path = f"/admin/dashboards/{dashboard['id']}/tiles/{tile_id}/move"
+    form = {**forms_of(dashboard_page(admin_client, dashboard["id"]))[path], "direction": direction}
+
+    moved = admin_client.post(path, data=form)
+
+    assert moved.status_code == 303
+    assert tile_titles(dashboard_page(admin_client, dashboard["id"])) == titles
+    assert [t["title"] for t in rest.dashboard(dashboard["id"])["tiles"]] == titles
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"direction": "sideways"}, "That move was not understood"),
+        ({"expected_version": "0"}, "someone else changed this dashboard"),
+    ],
+    ids=["unknown-direction", "stale"],
+)
+def test_move_that_cannot_be_made_changes_nothing(admin_client, rest, dashboard, change, message):
+    path = f"/admin/dashboards/{dashboard['id']}/tiles/{dashboard['tiles'][1]['id']}/move"
+    form = {**forms_of(dashboard_page(admin_client, dashboard["id"]))[path], "direction": "up", **change}
+
+    refused = admin_client.post(path, data=form, follow_redirects=True)
+
+    assert any(message in shown for shown in flashes(refused, "error")), refused.text
+    assert rest.dashboard(dashboard["id"]) == dashboard
+
+
+@pytest.mark.parametrize(
+    ("tile_ids", "message"),
+    [
+        (lambda a, b: f"{b},{a}", None),
+        (lambda a, b: f"{a},x", "That order was not understood"),
+        (lambda a, b: f"{a}", "tileIds must list every tile"),
+    ],
+    ids=["reversed", "not-ids", "missing-tile"],
+)
+def test_reorder_form(admin_client, rest, dashboard, tile_ids, message):
+    a, b = (t["id"] for t in dashboard["tiles"])
+    form = {**forms_of(dashboard_page(admin_client, dashboard["id"]))["reorder-form"], "tile_ids": tile_ids(a, b)}
+
+    answer = admin_client.post(f"/admin/dashboards/{dashboard['id']}/order", data=form, follow_redirects=True)
+
+    titles = [t["title"] for t in rest.dashboard(dashboard["id"])["tiles"]]
+    if message is None:
+        assert titles == ["Revenue", "Tickets"]
+        assert tile_titles(answer) == ["Revenue", "Tickets"]
+    else:
+        assert any(message in shown for shown in flashes(answer, "error")), answer.text
+        assert titles == ["Tickets", "Revenue"]
+
+
+def test_activity_names_the_entities_that_show_the_dashboard(admin_client, rest, dashboard):
+    entity_id = unique("event")
+    rest.put_entity(entity_id, "event", dashboard["id"], name="Festival")
+    rest.call("PATCH", f"/dashboards/{dashboard['id']}/tiles/{dashboard['tiles'][0]['id']}", 200, json={"unit": "x"})
+
+    activity = admin_client.get(f"/admin/dashboards/{dashboard['id']}/activity")
+
+    assert activity.status_code == 200
+    assert activity.json["version"] == 2
+    assert {"entityId": entity_id, "entityType": "event", "name": "Festival", "dashboardId": dashboard["id"]} in (
+        activity.json["entities"]
+    )
+    # Nothing turns changes into events in this process: no sockets, nothing sent.
+    assert activity.json["subscribers"] == 0
+    assert activity.json["events"] == []
+
+
 # --- in the browser ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def admin_api(live_server, tenant):
+    """REST client (admin+ingest) of the live server for this test's tenant, its connection closed after the test.
+
+    A keep-alive connection left open holds the server's worker past its graceful timeout when
+    the server stops: the master then kills it, and what the worker measured (coverage) is lost.
+    """
+    api = LiveApi(live_server.url, mint_token(tenant, roles=("admin", "ingest")))
+    yield api
+    api.session.close()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The REST API in this process: a client of one tenant over Flask's test client, the error shape, the change log."""
+"""The REST API in this process: a client of one tenant over Flask's test client, the error shape, shared data."""
 
 import pytest
 
