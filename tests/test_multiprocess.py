@@ -2,18 +2,14 @@
 
 import pytest
 
-from testkit import Api, RecordingClient, database_url_for, mint_token, running_server, unique
+from testkit import Api, RecordingClient, mint_token, running_server, unique
 
 
 @pytest.fixture
-def two_servers(tmp_path, backend):
-    """Servers A and B, separate processes sharing one database."""
-    with (
-        database_url_for(backend, tmp_path) as shared,
-        running_server(tmp_path / "a", DATABASE_URL=shared) as a,
-        running_server(tmp_path / "b", DATABASE_URL=shared) as b,
-    ):
-        yield a, b
+def two_servers(tmp_path, live_server):
+    """Servers A and B, separate processes sharing one database: the session's server and one more on its database."""
+    with running_server(tmp_path, DATABASE_URL=live_server.env["DATABASE_URL"]) as b:
+        yield live_server, b
 
 
 def test_changes_made_through_one_process_reach_sockets_of_the_other(two_servers):
@@ -49,3 +45,4 @@ def test_changes_made_through_one_process_reach_sockets_of_the_other(two_servers
     finally:
         for client in (on_a, on_b, layout_on_b):
             client.disconnect()
+        api_b.session.close()  # a stopping worker waits (up to its graceful timeout) for kept-alive connections

@@ -1,4 +1,7 @@
-"""Handshake authentication: every refusal reason, both algorithms, no key confusion, expiry mid-connection."""
+"""Handshake authentication: every refusal reason, both algorithms, no key confusion, expiry mid-connection.
+
+None of it depends on the database: SQLite only.
+"""
 
 import base64
 import hashlib
@@ -10,7 +13,11 @@ import pytest
 import requests
 import socketio
 
-from testkit import JWT_SECRET, RecordingClient, mint_token, running_server
+from testkit import JWT_SECRET, RecordingClient, free_port, mint_token, running_server
+
+pytestmark = pytest.mark.backends("sqlite")
+
+ALLOWED_ORIGIN = "http://dashboards.example.test"
 
 
 def _b64(data):
@@ -112,9 +119,18 @@ def test_expired_token_gets_error_then_disconnect(live_server, sio_client):
 
 @pytest.fixture(scope="module")
 def strict_server(tmp_path_factory):
-    """A server that also checks the issuer and the audience."""
-    tmp = tmp_path_factory.mktemp("strict")
-    with running_server(tmp, JWT_ISSUER="https://id.example.test", JWT_AUDIENCE="analytics") as server:
+    """A server that also checks the issuer and the audience, and allows one browser origin besides its own.
+
+    (The Python test clients send their own origin, ``http://127.0.0.1:PORT``, as a page on the server would.)
+    """
+    port = free_port()
+    with running_server(
+        tmp_path_factory.mktemp("strict"),
+        PORT=port,
+        JWT_ISSUER="https://id.example.test",
+        JWT_AUDIENCE="analytics",
+        CORS_ALLOWED_ORIGINS=f"{ALLOWED_ORIGIN},http://127.0.0.1:{port}",
+    ) as server:
         yield server
 
 
@@ -145,21 +161,10 @@ def test_landing_page_lists_the_namespaces(live_server):
     assert "/dashboard" in page.text and "/analytics/dashboard" in page.text
 
 
-@pytest.fixture(scope="module")
-def cors_server(tmp_path_factory):
-    """A server that only allows one browser origin."""
-    with running_server(
-        tmp_path_factory.mktemp("cors"), CORS_ALLOWED_ORIGINS="http://dashboards.example.test"
-    ) as server:
-        yield server
-
-
-@pytest.mark.parametrize(
-    ("origin", "allowed"), [("http://dashboards.example.test", True), ("http://evil.example.test", False)]
-)
-def test_allowed_origins_are_configurable(cors_server, origin, allowed):
+@pytest.mark.parametrize(("origin", "allowed"), [(ALLOWED_ORIGIN, True), ("http://evil.example.test", False)])
+def test_allowed_origins_are_configurable(strict_server, origin, allowed):
     response = requests.get(
-        cors_server.url + "/socket.io/",
+        strict_server.url + "/socket.io/",
         params={"EIO": "4", "transport": "polling"},
         headers={"Origin": origin},
         timeout=10,

@@ -1,8 +1,14 @@
-"""Bad input on a socket gets ``error {code, message}`` and never costs the connection."""
+"""Bad input on a socket gets ``error {code, message}`` and never costs the connection.
+
+What these check (validation, unknown entities, the per-connection cap, the rate limit) does not depend on SQL
+behaviour: SQLite only.
+"""
 
 import pytest
 
 from testkit import Api, unique
+
+pytestmark = pytest.mark.backends("sqlite")
 
 BAD_SUBSCRIBES = [
     pytest.param(None, "payload must be an object", id="no-payload"),
