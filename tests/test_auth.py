@@ -4,12 +4,11 @@ import time
 
 import jwt
 import pytest
-import requests
 
 from app import auth
 from app.auth import VERIFIED_TOKEN_MAX_AGE, verify_token
 from app.errors import AppError
-from testkit import DEFAULT_TIMEOUT, JWT_SECRET, mint_token, running_server, unique
+from testkit import JWT_SECRET, mint_token, unique
 
 OTHER_SECRET = "another-secret-for-the-suite-only-0123456789"
 
@@ -135,27 +134,21 @@ def test_a_token_is_remembered_until_exp_and_at_most_the_max_age():
     assert auth._verified.maxsize == auth.VERIFIED_TOKENS_CACHED
 
 
-@pytest.fixture(scope="module")
-def no_leeway_server(tmp_path_factory):
-    """A server that allows no clock leeway, so a token is refused right at its ``exp``."""
-    with running_server(tmp_path_factory.mktemp("no-leeway"), JWT_LEEWAY_SECONDS="0") as server:
-        yield server
-
-
-def test_server_refuses_a_token_it_accepted_once_it_expires(no_leeway_server):
-    token = mint_token(unique("tenant"), ttl=3)
+@pytest.mark.backends("sqlite")
+def test_the_app_refuses_a_token_it_accepted_once_it_expires(app, client, monkeypatch):
+    """Through REST requests, in process: nothing here needs a server process (the cache is the same code)."""
+    monkeypatch.setitem(app.config, "JWT_LEEWAY_SECONDS", 0)  # no clock leeway: refused right at ``exp``
+    token = mint_token(unique("tenant"), ttl=2)
     exp = exp_of(token)
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {token}"
-    url = no_leeway_server.url + "/api/v1/dashboards"
+    headers = {"Authorization": f"Bearer {token}"}
 
     # Accepted while valid, answered from the cache after the first request.
     for _ in range(3):
-        response = session.get(url, timeout=DEFAULT_TIMEOUT)
+        response = client.get("/api/v1/dashboards", headers=headers)
         assert response.status_code == 200, response.text
 
     wait_until_past(exp)
 
-    response = session.get(url, timeout=DEFAULT_TIMEOUT)
+    response = client.get("/api/v1/dashboards", headers=headers)
     assert response.status_code == 401, response.text
-    assert response.json() == {"code": "ANALYTICS_1003", "message": "token expired"}
+    assert response.json == {"code": "ANALYTICS_1003", "message": "token expired"}
