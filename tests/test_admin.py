@@ -1,8 +1,8 @@
-"""The admin page: its refusals in process with Flask's test client, what only a browser shows in headless Chromium.
+"""The admin page: its forms in process with Flask's test client, what only a browser shows in headless Chromium.
 
 In process (``admin_client``): the forms are read out of the rendered pages and sent back as a
 browser would send them, CSRF token included, so bad input, forged forms, tokens that cannot
-sign in, other tenants' dashboards and sign-out are checked in milliseconds. In the browser,
+sign in, other tenants' dashboards, sign-out and every tile change are checked in milliseconds. In the browser,
 against the live server: pages render, changes reach a second page live, drag and drop, the
 concurrent-save message, and the development server's one-click sign-in.
 """
@@ -230,7 +230,7 @@ def test_sign_out_ends_the_session(admin_client, dashboard):
     assert is_sign_in_page(refused)
 
 
-def test_no_dev_sign_in_or_prefilled_token_without_dev_mode(client, tenant):
+def test_no_dev_sign_in_or_prefilled_token_without_dev_mode(client):
     sign_in_page = client.get("/admin")
     assert is_sign_in_page(sign_in_page)
     assert 'id="dev-sign-in"' not in sign_in_page.text
