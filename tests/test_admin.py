@@ -328,12 +328,6 @@ def test_stale_edit_is_refused_and_keeps_what_was_typed(admin_client, rest, dash
     assert rest.dashboard(dashboard["id"])["tiles"][0]["title"] == "Tickets sold"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/admin/views.py: after a refused save the form is shown again with the version that was sent, "
-    "not the current one (WTForms renders a field's submitted raw_data, not the .data the view sets), "
-    "so saving again is refused again until the page is reloaded",
-)
 @pytest.mark.parametrize("form_id", ["edit-tile", "add-tile"])
 def test_saving_again_after_a_refused_save_is_accepted(admin_client, rest, dashboard, form_id):
     tile = dashboard["tiles"][0]

@@ -23,6 +23,16 @@ class VersionedForm(FlaskForm):
 
     expected_version = IntegerField(widget=HiddenInput(), validators=[InputRequired()])
 
+    def show_version(self, version):
+        """Render ``version`` in the form from now on, also when the form was submitted with another.
+
+        WTForms renders a submitted field's raw input, not the ``data`` a view sets:
+        after a refused save, the page must carry the current version, so that saving
+        again is a decision made with the current tiles in view.
+        """
+        self.expected_version.data = version
+        self.expected_version.raw_data = [str(version)]
+
 
 class TileForm(VersionedForm):
     """Add or edit a tile. Only type conversion happens here; the service checks the values."""

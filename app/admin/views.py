@@ -149,7 +149,7 @@ def _dashboard_page(admin, dashboard_id, tile_form=None, status=200):
     if tile_form is None:
         tile_form = TileForm(formdata=None, expected_version=dashboard["version"])
     else:
-        tile_form.expected_version.data = dashboard["version"]
+        tile_form.show_version(dashboard["version"])
     return (
         render_template(
             "admin/dashboard.html",
@@ -251,7 +251,7 @@ def edit_tile(admin, dashboard_id, tile_id):
             _show_error(exc, form)
             status = exc.status
             # Saving again now is a decision made with the current tile in view.
-            form.expected_version.data = current["version"]
+            form.show_version(current["version"])
         else:
             flash(f"Saved tile “{fields['title']}”.", "success")
             return redirect(url_for("admin.dashboard", dashboard_id=dashboard_id), 303)
