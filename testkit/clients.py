@@ -34,6 +34,9 @@ class Api:
     def __init__(self, base_url, token, verify=True):
         self.base = base_url + "/api/v1"
         self.session = requests.Session()
+        # No keep-alive: a connection left open would hold the server's worker past its graceful
+        # timeout when the server stops, and the master would kill it (losing what it measured).
+        self.session.headers["Connection"] = "close"
         self.verify = verify  # per request: REQUESTS_CA_BUNDLE in the environment would override the session's
         self.session.headers["Authorization"] = f"Bearer {token}"
 

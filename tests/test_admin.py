@@ -14,7 +14,6 @@ from html.parser import HTMLParser
 import pytest
 from playwright.sync_api import expect
 
-from testkit import Api as LiveApi
 from testkit import flask_cli, mint_token, running_server, unique
 from tests.api.conftest import Api
 from tests.browser import AdminPage, DashboardPage
@@ -457,18 +456,6 @@ def test_activity_names_the_entities_that_show_the_dashboard(admin_client, rest,
 
 
 # --- in the browser ------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def admin_api(live_server, tenant):
-    """REST client (admin+ingest) of the live server for this test's tenant, its connection closed after the test.
-
-    A keep-alive connection left open holds the server's worker past its graceful timeout when
-    the server stops: the master then kills it, and what the worker measured (coverage) is lost.
-    """
-    api = LiveApi(live_server.url, mint_token(tenant, roles=("admin", "ingest")))
-    yield api
-    api.session.close()
 
 
 @pytest.fixture
