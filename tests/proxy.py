@@ -10,7 +10,8 @@ from testkit import free_port
 class TcpProxy:
     """Forwards 127.0.0.1:``port`` to ``target``; ``cut()`` drops every connection and refuses new ones.
 
-    ``restore()`` listens again on the same port, as a service coming back would.
+    ``hang()`` accepts new connections but never answers them, as a service that stopped responding would.
+    ``restore()`` forwards again (listening again on the same port after a cut), as a service coming back would.
     """
 
     def __init__(self, target_host, target_port):
@@ -19,6 +20,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._listener = None
         self._connections = set()
+        self._held = set()  # accepted while hanging: never answered
+        self._hanging = False
         self._closed = False
 
     def __enter__(self):
@@ -30,10 +33,14 @@ class TcpProxy:
         self.cut()
 
     def restore(self):
-        """Accept connections again (nothing to do while it does)."""
+        """Forward connections again: those accepted while hanging are closed, new ones are forwarded."""
         with self._lock:
-            if self._listener is not None:
-                return
+            self._hanging = False
+            held, self._held = self._held, set()
+            listening = self._listener is not None
+        _close_all(held)
+        if listening:
+            return
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
@@ -42,17 +49,20 @@ class TcpProxy:
             self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
+    def hang(self):
+        """From now on accept connections but never answer them (nor forward them); ``restore()`` ends it."""
+        with self._lock:
+            self._hanging = True
+
     def cut(self):
-        """Close the listening socket and every forwarded connection, both ways."""
+        """Close the listening socket and every connection, forwarded or held, both ways."""
         with self._lock:
             listener, self._listener = self._listener, None
-            connections, self._connections = self._connections, set()
+            connections, self._connections = self._connections | self._held, set()
+            self._held = set()
         if listener is not None:
             listener.close()
-        for sock in connections:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+        _close_all(connections)
 
     def _accept(self, listener):
         while True:
@@ -60,6 +70,10 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return  # cut
+            with self._lock:
+                if self._hanging:
+                    self._held.add(client)
+                    continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -86,3 +100,10 @@ class TcpProxy:
             for sock in (source, sink):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+
+
+def _close_all(sockets):
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
