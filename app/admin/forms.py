@@ -1,7 +1,7 @@
 """The admin page's forms. Flask-WTF adds the CSRF token; the tile rules live in app/services/dashboards.py."""
 
 from flask_wtf import FlaskForm
-from wtforms import FloatField, HiddenField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms import FloatField, HiddenField, IntegerField, SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import AnyOf, InputRequired, Optional
 from wtforms.widgets import HiddenInput
 
@@ -39,7 +39,7 @@ class TileForm(VersionedForm):
 
     title = StringField("Title")
     metric_name = StringField("Metric name")
-    kind = SelectField("Kind", choices=[(k, k.capitalize()) for k in TILE_KINDS], validate_choice=False)
+    kind = SelectField("Kind", choices=[SelectChoice(k, k.capitalize()) for k in TILE_KINDS], validate_choice=False)
     unit = StringField("Unit")
     warning = FloatField("Warning at", validators=[Optional()])
     critical = FloatField("Critical at", validators=[Optional()])
