@@ -1,10 +1,10 @@
 """Writer processes for tests/test_concurrency.py: each hammers a tenant's metrics, via REST or straight into the
 database (SQLite or PostgreSQL).
 
-They run in processes of their own (multiprocessing's ``spawn`` context), so this module imports nothing from the
-app or the fixtures (only testkit's Database). Every writer gets ready, waits at a barrier so that all of
-them start at once, then writes until it has written ``Plan.count`` points, ``Plan.seconds`` have passed or the
-test sets ``stop``. It reports one dict on the ``results`` queue:
+They run in processes of their own (forks of multiprocessing's ``forkserver``, which imports this module once), so
+this module imports nothing from the app or the fixtures (only testkit's Database). Every writer gets ready, waits
+at a barrier so that all of them start at once, then writes until it has written ``Plan.count`` points,
+``Plan.seconds`` have passed or the test sets ``stop``. It reports one dict on the ``results`` queue:
 ``{"name", "ok": True, "points", "batches", "stopped_by", "last_seqs"}`` or ``{"name", "ok": False, "error"}``.
 """
 
