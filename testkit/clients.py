@@ -28,25 +28,19 @@ def mint_token(tenant_id="t1", roles=(), ttl=3600, algorithm="HS256", key=JWT_SE
     return jwt.encode(body, key, algorithm=algorithm)
 
 
-class Api:
-    """REST calls against a live server, with the token of one tenant."""
+class RestCalls:
+    """The REST calls the tests make with the token of one tenant, over a transport subclasses give (``request``)."""
 
-    def __init__(self, base_url, token, verify=True):
-        self.base = base_url + "/api/v1"
-        self.session = requests.Session()
-        # No keep-alive: a connection left open would hold the server's worker past its graceful
-        # timeout when the server stops, and the master would kill it (losing what it measured).
-        self.session.headers["Connection"] = "close"
-        self.verify = verify  # per request: REQUESTS_CA_BUNDLE in the environment would override the session's
-        self.session.headers["Authorization"] = f"Bearer {token}"
+    def request(self, method, path, **kwargs):
+        """Send ``method`` to ``/api/v1`` + ``path``; return ``(status, parsed JSON or None, response)``."""
+        raise NotImplementedError
 
     def call(self, method, path, expect=None, **kwargs):
-        """Send a request; when ``expect`` is given, assert the status and return the JSON body."""
-        kwargs.setdefault("verify", self.verify)
-        response = self.session.request(method, self.base + path, timeout=DEFAULT_TIMEOUT, **kwargs)
+        """Send a request; when ``expect`` is given, assert the status and return the JSON body, else the response."""
+        status, body, response = self.request(method, path, **kwargs)
         if expect is not None:
-            assert response.status_code == expect, (response.status_code, response.text)
-            return response.json()
+            assert status == expect, (status, body if body is not None else response)
+            return body
         return response
 
     def create_dashboard(self, name="Overview", tiles=None):
@@ -63,16 +57,41 @@ class Api:
         return self.call("GET", f"/dashboards/{dashboard_id}", 200)
 
     def put_entity(self, entity_id, entity_type="event", dashboard_id=None, name="Test entity"):
-        """Register an entity."""
+        """Register an entity; return the response body, whatever the status."""
         body = {"entityType": entity_type, "name": name}
         if dashboard_id is not None:
             body["dashboardId"] = dashboard_id
-        return self.call("PUT", f"/entities/{entity_id}", json=body).json()
+        return self.request("PUT", f"/entities/{entity_id}", json=body)[1]
 
     def ingest(self, *points):
-        """Record metric points ``(entityId, metricName, value)``; return the response body."""
+        """Record metric points ``(entityId, metricName, value)``; return the response body (asserts 201)."""
         body = {"metrics": [{"entityId": e, "metricName": m, "value": v} for e, m, v in points]}
         return self.call("POST", "/metrics", 201, json=body)
+
+
+class Api(RestCalls):
+    """REST calls against a live server, with the token of one tenant."""
+
+    def __init__(self, base_url, token, verify=True):
+        self.base = base_url + "/api/v1"
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.verify = verify  # per request: REQUESTS_CA_BUNDLE in the environment would override a session's
+        # For a test's own requests (the calls below do not use it); closing it is up to the test.
+        self.session = requests.Session()
+        self.session.headers.update(self.headers)
+
+    def request(self, method, path, headers=None, **kwargs):
+        # A connection per call, closed after it: one kept alive would hold the server's worker past
+        # its graceful timeout when the server stops, and the master would kill it (and what it measured).
+        kwargs.setdefault("verify", self.verify)
+        response = requests.request(
+            method, self.base + path, headers={**self.headers, **(headers or {})}, timeout=DEFAULT_TIMEOUT, **kwargs
+        )
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        return response.status_code, body, response
 
 
 def tenant_with_entity(base_url, entity_id="event-1", verify=True):

@@ -3,53 +3,25 @@
 import pytest
 
 from testkit import Database, mint_token, unique
+from testkit.clients import RestCalls
 
 ENTITY_TYPE_ERROR = "entityType must be one of"
 NEW_TILE = {"title": "Occupancy", "metricName": "occupancy", "kind": "gauge", "unit": "%"}
 TILE = {"title": "T", "metricName": "m", "kind": "number"}
 
 
-class Api:
-    """REST calls against the in-process app with the token of one tenant (``testkit.Api`` over ``client``)."""
+class Api(RestCalls):
+    """``testkit.Api`` over Flask's test client: REST calls to the in-process app with the token of one tenant."""
 
     def __init__(self, client, token):
         self.client = client
         self.headers = {"Authorization": f"Bearer {token}"}
 
-    def call(self, method, path, expect=None, json=None, data=None, headers=None):
-        """Send a request to ``/api/v1`` + ``path``; when ``expect`` is given, assert the status and return the JSON."""
+    def request(self, method, path, json=None, data=None, headers=None):
         response = self.client.open(
             "/api/v1" + path, method=method, json=json, data=data, headers={**self.headers, **(headers or {})}
         )
-        if expect is not None:
-            assert response.status_code == expect, (response.status_code, response.text)
-            return response.json
-        return response
-
-    def create_dashboard(self, name="Overview", tiles=None):
-        """Create a dashboard with tiles (default: two number tiles)."""
-        if tiles is None:
-            tiles = [
-                {"title": "Tickets", "metricName": "ticketsSold", "kind": "number"},
-                {"title": "Revenue", "metricName": "revenue", "kind": "number", "unit": "EUR"},
-            ]
-        return self.call("POST", "/dashboards", 201, json={"name": name, "tiles": tiles})
-
-    def dashboard(self, dashboard_id):
-        """One dashboard with its ordered tiles (asserts 200)."""
-        return self.call("GET", f"/dashboards/{dashboard_id}", 200)
-
-    def put_entity(self, entity_id, entity_type="event", dashboard_id=None, name="Test entity"):
-        """Register an entity; return the response body."""
-        body = {"entityType": entity_type, "name": name}
-        if dashboard_id is not None:
-            body["dashboardId"] = dashboard_id
-        return self.call("PUT", f"/entities/{entity_id}", json=body).json
-
-    def ingest(self, *points):
-        """Record metric points ``(entityId, metricName, value)``; return the response body (asserts 201)."""
-        body = {"metrics": [{"entityId": e, "metricName": m, "value": v} for e, m, v in points]}
-        return self.call("POST", "/metrics", 201, json=body)
+        return response.status_code, response.get_json(silent=True), response
 
 
 def send(client, method, path, headers=None, **kwargs):
