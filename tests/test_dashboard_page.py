@@ -9,8 +9,9 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from testkit import ROOT, Api, mint_token, running_server, unique
+from testkit import ROOT, Api, mint_token, unique
 from tests.browser import PHONE, DashboardPage
+from tests.shared_database import server_on
 
 VENDOR = ROOT / "app" / "static" / "vendor"
 
@@ -118,13 +119,13 @@ def test_an_entity_without_a_dashboard_says_so(live_server, tenant, admin_api, n
     expect(page.titles).to_have_count(0)
 
 
-def test_reconnects_and_subscribes_again_after_a_server_restart(tmp_path, new_page):
-    with running_server(tmp_path) as server:
+def test_reconnects_and_subscribes_again_after_a_server_restart(live_server, tmp_path, new_page):
+    # A server of the test's own (it is restarted), on the session server's database.
+    with server_on(live_server.env["DATABASE_URL"], tmp_path) as server:
         tenant = unique("tenant")
         api = Api(server.url, mint_token(tenant, roles=("admin", "ingest")))
         entity_id = unique("event")
         api.put_entity(entity_id, "event", api.create_dashboard()["id"])
-        api.session.close()  # a stopping worker waits (up to its graceful timeout) for kept-alive connections
         tab = new_page()
         # The page's timers run on a clock the test can move forward (Playwright's clock: time still flows).
         tab.clock.install()
@@ -141,7 +142,6 @@ def test_reconnects_and_subscribes_again_after_a_server_restart(tmp_path, new_pa
         api.ingest((entity_id, "revenue", 321))  # only a new subscription on the new server gets this
         expect(page.tile("Revenue").locator(".tile-value")).to_have_text("321 EUR")
         assert page.was_not_reloaded()
-        api.session.close()
 
 
 def test_fits_a_phone_screen(live_server, tenant, line_entity, new_page):

@@ -2,13 +2,14 @@
 
 import pytest
 
-from testkit import Api, RecordingClient, mint_token, running_server, unique
+from testkit import Api, RecordingClient, mint_token, unique
+from tests.shared_database import server_on
 
 
 @pytest.fixture
 def two_servers(tmp_path, live_server):
     """Servers A and B, separate processes sharing one database: the session's server and one more on its database."""
-    with running_server(tmp_path, DATABASE_URL=live_server.env["DATABASE_URL"]) as b:
+    with server_on(live_server.env["DATABASE_URL"], tmp_path) as b:
         yield live_server, b
 
 
@@ -45,4 +46,3 @@ def test_changes_made_through_one_process_reach_sockets_of_the_other(two_servers
     finally:
         for client in (on_a, on_b, layout_on_b):
             client.disconnect()
-        api_b.session.close()  # a stopping worker waits (up to its graceful timeout) for kept-alive connections

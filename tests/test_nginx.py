@@ -27,9 +27,9 @@ from testkit import (
     RecordingClient,
     mint_token,
     require_service,
-    running_server,
     tenant_with_entity,
 )
+from tests.shared_database import server_on
 
 # What nginx does with the traffic does not depend on the database: SQLite only.
 pytestmark = pytest.mark.backends("sqlite")
@@ -177,7 +177,7 @@ def running_nginx(directory, backends, sticky=True):
 
 def second_backend(directory, live_server):
     """Another server process on the session server's SQLite database (as tests/test_multiprocess.py runs two)."""
-    return running_server(directory, DATABASE_URL=live_server.env["DATABASE_URL"], GRACEFUL_TIMEOUT=1)
+    return server_on(live_server.env["DATABASE_URL"], directory, GRACEFUL_TIMEOUT=1)
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,16 @@ from testkit import (
     metric_value,
     mint_token,
     require_redis,
-    running_server,
     scrape_metrics,
     server_env,
     unique,
     wait_for_metric,
 )
 from tests.proxy import TcpProxy
+from tests.shared_database import server_on
+
+# The module's servers share the session server's SQLite database; the in-process checks use SQLite too.
+pytestmark = pytest.mark.backends("sqlite")
 
 SOCKETS = "analytics_socketio_connected_sockets"
 SUBSCRIPTIONS = "analytics_socketio_subscriptions"
@@ -42,9 +45,13 @@ WAIT = 10.0
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """Two gunicorn workers on one port, JSON logs, the default per-server metrics directory."""
-    with running_server(tmp_path_factory.mktemp("observability"), WEB_CONCURRENCY=2, LOG_FORMAT="json") as live:
+def server(tmp_path_factory, live_server):
+    """Two gunicorn workers on one port, JSON logs, the default per-server metrics directory.
+
+    On the session server's (SQLite) database: nothing here depends on what else is in it.
+    """
+    database = live_server.env["DATABASE_URL"]
+    with server_on(database, tmp_path_factory.mktemp("observability"), WEB_CONCURRENCY=2, LOG_FORMAT="json") as live:
         yield live
 
 
@@ -259,13 +266,14 @@ READYZ_BOUND = 10
 
 
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
+def redis_server(tmp_path_factory, live_server):
     """A server whose Redis is behind a proxy the test can cut or make hang, readiness checks bounded by 0.5 s:
-    ``(server, proxy)``."""
+    ``(server, proxy)``. On the session server's database."""
     host, port = REDIS_URL.split("//")[1].split("/")[0].split(":")
     with (
         TcpProxy(host, int(port)) as proxy,
-        running_server(
+        server_on(
+            live_server.env["DATABASE_URL"],
             tmp_path_factory.mktemp("redis"),
             REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0",
             REDIS_CHANNEL=unique("observability"),
@@ -374,7 +382,6 @@ def test_json_logs_carry_the_incoming_request_id(server):
     assert any(r.get("logger") == "gunicorn.error" for r in log_records(server))  # gunicorn's own lines too
 
 
-@pytest.mark.backends("sqlite")
 @pytest.mark.parametrize("incoming", [None, "", "has space", "x" * 129, "semi;colon", 'quote"d'])
 def test_a_missing_or_unsafe_request_id_is_replaced(client, incoming):
     headers = {} if incoming is None else {"X-Request-ID": incoming}
@@ -392,7 +399,6 @@ def test_socket_event_errors_log_sid_and_namespace(server, clients, tenant):
     assert "ANALYTICS_1104" in record["message"]
 
 
-@pytest.mark.backends("sqlite")
 def test_text_logs_carry_the_request_id(live_server):
     request_id = unique("req")
     requests.get(live_server.url + "/healthz", headers={"X-Request-ID": request_id}, timeout=5)

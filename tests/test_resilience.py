@@ -13,6 +13,7 @@ from testkit import (
     running_server,
     tenant_with_entity,
 )
+from tests.shared_database import server_on
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,6 @@ def own_server(tmp_path_factory, backend):
 def test_client_resubscribes_after_server_restart(own_server):
     tenant, api = tenant_with_entity(own_server.url, "event-uuid-123")
     api.ingest(("event-uuid-123", "ticketsSold", 1))
-    api.session.close()  # a stopping worker waits (up to its graceful timeout) for kept-alive connections
 
     # The seed's client: reconnect on, and subscribe again on every 'connect'.
     client = socketio.Client(reconnection=True, reconnection_delay=0.2, reconnection_delay_max=0.5)
@@ -105,7 +105,6 @@ def test_poller_survives_database_errors_and_delivers_what_was_written_meanwhile
     client.wait_for("metric:update", lambda d: d["value"] == 78.0)
     assert [u["value"] for u in client.of("metric:update")] == [77.0, 78.0]
     client.disconnect()
-    api.session.close()
 
 
 def wait_until_logged(server, text, times, timeout=DEFAULT_TIMEOUT):
@@ -116,9 +115,11 @@ def wait_until_logged(server, text, times, timeout=DEFAULT_TIMEOUT):
         time.sleep(0.05)
 
 
-def test_subscribe_catches_up_a_backlog_of_many_batches_before_its_snapshot(tmp_path, backend):
-    # The poller reads 2 rows a batch and sleeps 30 s: direct writes pile up unread.
-    with running_server(tmp_path, backend, POLL_BATCH_SIZE="2", POLL_INTERVAL="30", CHANGE_NOTIFY="0") as server:
+def test_subscribe_catches_up_a_backlog_of_many_batches_before_its_snapshot(live_server, tmp_path):
+    # The poller reads 2 rows a batch and sleeps 30 s: direct writes pile up unread. (A server of the test's own,
+    # on the session server's database.)
+    settings = {"POLL_BATCH_SIZE": "2", "POLL_INTERVAL": "30", "CHANGE_NOTIFY": "0"}
+    with server_on(live_server.env["DATABASE_URL"], tmp_path, **settings) as server:
         tenant, api = tenant_with_entity(server.url)
         server.insert_changes([(tenant, "event-1", "ticketsSold", float(v)) for v in range(1, 8)])
         client = RecordingClient().connect(server.url, mint_token(tenant))

@@ -4,8 +4,7 @@ Every test ends the same way: each client's view (its last ``dashboard:initial``
 it) equals the database, and no client got any change twice.
 
 Servers are shared per module where a test does not need a configuration of its own: each test has a tenant of its
-own, closes what it opened (a REST session kept alive would hold a stopping worker for its graceful timeout), and
-looks only at what the server logged after it began (``log_size``/``wait_for_log_after``).
+own, closes what it opened, and looks only at what the server logged after it began (``wait_for_log_after``).
 """
 
 import json
@@ -13,8 +12,6 @@ import os
 import signal
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import psutil
@@ -29,16 +26,18 @@ from testkit import (
     REDIS_URL,
     Api,
     Database,
-    LiveServer,
     RecordingClient,
-    database_url_for,
     mint_token,
     require_redis,
     running_server,
-    server_env,
     unique,
 )
 from tests.proxy import TcpProxy
+from tests.shared_database import server_on, servers_on
+
+# PostgreSQL throughout (NOTIFY, several processes on one database); the nodes and the outage server share the
+# session server's database, the NOTIFY test has one of its own (it counts the database's listeners).
+pytestmark = pytest.mark.backends("postgresql")
 
 ENTITY = "event-1"
 
@@ -86,13 +85,11 @@ def assert_converged(clients, database, tenant, timeout=DEFAULT_TIMEOUT):
         assert len(seqs) == len(set(seqs)), f"a change delivered twice: {sorted(seqs)}"
 
 
-def disconnect_all(clients, *apis):
-    """Disconnect the clients (for good: no reconnecting) and close the REST sessions' kept-alive connections."""
+def disconnect_all(clients):
+    """Disconnect the clients, for good (no reconnecting)."""
     for client in clients:
         client.client.reconnection = False
         client.disconnect()
-    for api in apis:
-        api.session.close()
 
 
 def worker_pids(server):
@@ -152,28 +149,6 @@ def wait_for_workers(server):
         time.sleep(0.05)
 
 
-@contextmanager
-def running_nodes(tmp_dir, count, **settings):
-    """``count`` servers (nodes) on one fresh PostgreSQL database, migrated once, started and stopped together."""
-    tmp_dir = Path(tmp_dir)
-    with database_url_for("postgresql", tmp_dir) as url, ExitStack() as stack:
-        nodes = []
-        for index in range(count):
-            directory = tmp_dir / f"node-{index}"
-            directory.mkdir(parents=True)
-            nodes.append(LiveServer(server_env(directory, DATABASE_URL=url, **settings), directory / "server.log"))
-        nodes[0].migrate()  # one database: the other nodes find it migrated
-
-        def stop_all():
-            with ThreadPoolExecutor(count) as pool:
-                list(pool.map(LiveServer.stop, nodes))
-
-        stack.callback(stop_all)  # also the ones started when another failed to
-        with ThreadPoolExecutor(count) as pool:
-            list(pool.map(LiveServer.start, nodes))
-        yield nodes
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One worker on PostgreSQL, polling every 30 s, closing sockets with more than 10 packets waiting.
@@ -191,10 +166,16 @@ def server(tmp_path_factory):
         yield live
 
 
+def two_nodes(live_server, tmp_dir, **settings):
+    """Two nodes of two workers each on the session server's database, started and stopped together."""
+    tmp_dir = Path(tmp_dir)
+    return servers_on(live_server.env["DATABASE_URL"], [tmp_dir / "a", tmp_dir / "b"], WEB_CONCURRENCY="2", **settings)
+
+
 @pytest.fixture(scope="module")
-def nodes(tmp_path_factory):
-    """Two nodes of two workers each on one PostgreSQL database, no Redis, 30 s of graceful time."""
-    with running_nodes(tmp_path_factory.mktemp("nodes"), 2, WEB_CONCURRENCY="2", GRACEFUL_TIMEOUT="30") as both:
+def nodes(tmp_path_factory, live_server):
+    """Two nodes of two workers each, no Redis, 30 s of graceful time."""
+    with two_nodes(live_server, tmp_path_factory.mktemp("nodes"), GRACEFUL_TIMEOUT="30") as both:
         yield both
 
 
@@ -203,8 +184,7 @@ def nodes(tmp_path_factory):
 
 def test_notify_delivers_direct_writes_at_once_and_a_dropped_listener_loses_nothing(server):
     # A 30 s poll: whatever arrives sooner came through LISTEN/NOTIFY.
-    tenant, api = setup_tenant(server)
-    api.session.close()
+    tenant, _ = setup_tenant(server)
     client = RecordingClient().connect(server.url, mint_token(tenant))
     client.subscribe(ENTITY)
     seq = server.insert_changes([(tenant, ENTITY, "ticketsSold", 1)])
@@ -263,17 +243,17 @@ def deliver_every_change_once(a, b, redis_channel=None):
             assert len(client.of("dashboard:update")) == 1
             assert len(client.of("metric:update")) == 4 + bool(redis_channel)
     finally:
-        disconnect_all(clients, api_a, api_b)
+        disconnect_all(clients)
 
 
 def test_two_nodes_of_two_workers_deliver_every_change_once_without_redis(nodes):
     deliver_every_change_once(*nodes)
 
 
-def test_two_nodes_of_two_workers_deliver_every_change_once_with_redis(tmp_path):
+def test_two_nodes_of_two_workers_deliver_every_change_once_with_redis(live_server, tmp_path):
     require_redis()
     channel = unique("analytics-test")
-    with running_nodes(tmp_path, 2, WEB_CONCURRENCY="2", REDIS_URL=REDIS_URL, REDIS_CHANNEL=channel) as (a, b):
+    with two_nodes(live_server, tmp_path, REDIS_URL=REDIS_URL, REDIS_CHANNEL=channel) as (a, b):
         deliver_every_change_once(a, b, redis_channel=channel)
 
 
@@ -281,21 +261,17 @@ def test_two_nodes_of_two_workers_deliver_every_change_once_with_redis(tmp_path)
 
 
 @pytest.fixture(scope="module")
-def outages(tmp_path_factory):
-    """A server whose PostgreSQL and Redis are each behind a proxy the test can cut: ``(server, database proxy,
-    Redis proxy, Redis channel, direct database URL)``."""
-    tmp = tmp_path_factory.mktemp("outages")
+def outages(tmp_path_factory, live_server):
+    """A server on the session server's database whose PostgreSQL and Redis are each behind a proxy the test can
+    cut: ``(server, database proxy, Redis proxy, Redis channel, direct database URL)``."""
     host, port = REDIS_URL.split("//")[1].split("/")[0].split(":")
     channel = unique("analytics-test")
-    with (
-        database_url_for("postgresql", tmp) as direct_url,
-        TcpProxy("127.0.0.1", 5432) as database_proxy,
-        TcpProxy(host, int(port)) as redis_proxy,
-    ):
+    direct_url = live_server.env["DATABASE_URL"]
+    with TcpProxy("127.0.0.1", 5432) as database_proxy, TcpProxy(host, int(port)) as redis_proxy:
         proxied_url = direct_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{database_proxy.port}/")
-        with running_server(
-            tmp,
-            DATABASE_URL=proxied_url,
+        with server_on(
+            proxied_url,
+            tmp_path_factory.mktemp("outages"),
             POLL_MAX_BACKOFF="0.5",
             REDIS_URL=f"redis://127.0.0.1:{redis_proxy.port}/0",
             REDIS_CHANNEL=channel,
@@ -326,7 +302,7 @@ def test_database_outage_keeps_sockets_and_delivers_what_was_committed_meanwhile
         assert all(c.client.connected and not c.disconnects for c in clients)
     finally:
         proxy.restore()  # for the next test, whatever happened in this one
-        disconnect_all(clients, api)
+        disconnect_all(clients)
 
 
 def test_redis_outage_changes_nothing_for_the_change_feed_and_redis_comes_back(outages):
@@ -336,12 +312,12 @@ def test_redis_outage_changes_nothing_for_the_change_feed_and_redis_comes_back(o
     clients = connect_clients([server], tenant, per_server=2)
     try:
         proxy.cut()
-        assert api.session.get(server.url + "/readyz", timeout=10).status_code == 503
+        assert requests.get(server.url + "/readyz", timeout=10).status_code == 503
         api.ingest((ENTITY, "ticketsSold", 1))
         assert_converged(clients, Database(direct_url), tenant)
 
         proxy.restore()
-        assert api.session.get(server.url + "/readyz", timeout=10).status_code == 200
+        assert requests.get(server.url + "/readyz", timeout=10).status_code == 200
         # The server's Redis listener reconnects with a backoff: announce until heard (bounded).
         external = socketio.RedisManager(REDIS_URL, channel=channel, write_only=True)
         notice = {"entityId": ENTITY, "metricName": "announcement", "value": 1, "timestamp": None, "seq": 0}
@@ -361,7 +337,7 @@ def test_redis_outage_changes_nothing_for_the_change_feed_and_redis_comes_back(o
             pytest.fail("emits through Redis never arrived after it came back")
     finally:
         proxy.restore()
-        disconnect_all(clients, api)
+        disconnect_all(clients)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
@@ -375,7 +351,6 @@ def test_a_worker_stopped_hands_its_clients_to_the_other_and_they_converge(nodes
     try:
         api.ingest((ENTITY, "ticketsSold", 1))
         assert_converged(clients, server.database, tenant)
-        api.session.close()  # count the sockets only, not the kept-alive REST connection
         held = {pid: sockets_held(pid, server.port) for pid in worker_pids(server)}
         victim = max(held, key=held.get)
         assert held[victim] > 0, held
@@ -393,21 +368,20 @@ def test_a_worker_stopped_hands_its_clients_to_the_other_and_they_converge(nodes
             client.wait_until(lambda c: c.connects >= 2, timeout=10, what="reconnected")
         assert_converged(clients, server.database, tenant)
     finally:
-        disconnect_all(clients, api)
+        disconnect_all(clients)
 
 
 def test_a_client_that_stops_reading_is_cut_off_and_does_not_hold_up_the_others(server):
     tenant, api = setup_tenant(server)
-    # The longest entity id and metric names there are: fewer, larger updates fill the buffers below.
-    entity_id = unique("event").ljust(128, "e")
-    api.put_entity(entity_id, "event", api.call("GET", f"/entities/{ENTITY}", 200)["dashboardId"])
     reader = RecordingClient().connect(server.url, mint_token(tenant))
-    reader.subscribe(entity_id)
+    reader.subscribe(ENTITY)
 
-    # A raw Engine.IO/Socket.IO client with a tiny receive buffer that subscribes, then never reads again.
+    # A raw Engine.IO/Socket.IO client that subscribes, then never reads again. Its receive buffer is tiny, and so
+    # are its TCP segments (536 bytes): the kernel grows the server's send buffer by segments, so it stays at a few
+    # hundred kB instead of megabytes, and the socket's own queue grows after some thousand updates, not ten thousand.
     stalled = websocket.create_connection(
         f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket",
-        sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)],
+        sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096), (socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)],
         timeout=DEFAULT_TIMEOUT,
     )
     try:
@@ -416,12 +390,12 @@ def test_a_client_that_stops_reading_is_cut_off_and_does_not_hold_up_the_others(
         sid = json.loads(opened[1:])["sid"]
         stalled.send("40/dashboard," + json.dumps({"token": mint_token(tenant)}))
         assert stalled.recv().startswith("40/dashboard,")
-        stalled.send("42/dashboard," + json.dumps(["subscribe", {"entityId": entity_id, "entityType": "event"}]))
+        stalled.send("42/dashboard," + json.dumps(["subscribe", {"entityId": ENTITY, "entityType": "event"}]))
         assert "dashboard:initial" in stalled.recv()
 
-        # Enough to fill the kernel's buffers on both sides (up to 4 MiB here), then the socket's queue: rows
-        # written straight into the change log (NOTIFY wakes the poller), a thousand in one statement, each
-        # thousand once the reader has the one before, until the server says it cut the socket off.
+        # Enough to fill the kernel's buffers on both sides, then the socket's queue: rows written straight into
+        # the change log (NOTIFY wakes the poller), a thousand in one statement, each thousand once the reader has
+        # the one before, until the server says it cut the socket off.
         offset = log_size(server)
         written = 0
         for batch in range(16):
@@ -430,13 +404,13 @@ def test_a_client_that_stops_reading_is_cut_off_and_does_not_hold_up_the_others(
                 "WITH written AS (INSERT INTO change_log (tenant_id, entity_id, metric_name, value)"
                 " SELECT ?, ?, rpad(? || i || '-', 128, 'm'), i FROM generate_series(0, 999) AS i RETURNING seq)"
                 " SELECT max(seq) FROM written",
-                (tenant, entity_id, f"{batch}-"),
+                (tenant, ENTITY, f"{batch}-"),
             )
             written += 1000
             reader.wait_for("metric:update", lambda d, last=last: d["seq"] == last, after=mark)
             if logged_after(server, offset, f"socket {sid} is not reading"):
                 break
-        fence = api.ingest((entity_id, "fence", 1))["lastSeq"]
+        fence = api.ingest((ENTITY, "fence", 1))["lastSeq"]
         reader.wait_for("metric:update", lambda d: d["seq"] == fence)
         assert len(reader.of("metric:update")) == written + 1
         wait_for_log_after(server, offset, f"socket {sid} is not reading")
@@ -453,7 +427,6 @@ def test_a_client_that_stops_reading_is_cut_off_and_does_not_hold_up_the_others(
     finally:
         stalled.close()
         reader.disconnect()
-        api.session.close()
 
 
 def test_a_polling_client_that_stops_polling_is_cut_off_past_the_limit(server):
@@ -484,4 +457,3 @@ def test_a_polling_client_that_stops_polling_is_cut_off_past_the_limit(server):
         assert (refused.status_code, refused.json()) == (400, f"Invalid session {sid}")
     finally:
         session.close()
-        api.session.close()

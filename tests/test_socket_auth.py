@@ -13,7 +13,8 @@ import pytest
 import requests
 import socketio
 
-from testkit import JWT_SECRET, RecordingClient, free_port, mint_token, running_server
+from testkit import JWT_SECRET, RecordingClient, free_port, mint_token
+from tests.shared_database import server_on
 
 pytestmark = pytest.mark.backends("sqlite")
 
@@ -118,13 +119,15 @@ def test_expired_token_gets_error_then_disconnect(live_server, sio_client):
 
 
 @pytest.fixture(scope="module")
-def strict_server(tmp_path_factory):
+def strict_server(tmp_path_factory, live_server):
     """A server that also checks the issuer and the audience, and allows one browser origin besides its own.
 
     (The Python test clients send their own origin, ``http://127.0.0.1:PORT``, as a page on the server would.)
+    It runs on the session server's database.
     """
     port = free_port()
-    with running_server(
+    with server_on(
+        live_server.env["DATABASE_URL"],
         tmp_path_factory.mktemp("strict"),
         PORT=port,
         JWT_ISSUER="https://id.example.test",
