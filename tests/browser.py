@@ -24,6 +24,8 @@ LAPTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 #: How long expect() waits for a condition in the page.
 EXPECT_TIMEOUT_MS = 15_000
+#: socket.io-client's longest wait between two reconnection attempts (its reconnectionDelayMax default), in ms.
+RECONNECTION_DELAY_MAX_MS = 5000
 
 expect.set_options(timeout=EXPECT_TIMEOUT_MS)
 

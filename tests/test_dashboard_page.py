@@ -1,6 +1,7 @@
-"""The browser dashboard in headless Chromium: live values, charts, connection state, errors, reconnects.
+"""The browser dashboard in headless Chromium: live values, charts, connection state, errors.
 
-What the page shows does not depend on the database: these run on SQLite only.
+What the page shows does not depend on the database: these run on SQLite only. Its reconnect after a server
+restart is checked with the other clients' in tests/test_resilience.py.
 """
 
 import json
@@ -9,16 +10,12 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from testkit import ROOT, Api, mint_token, unique
+from testkit import ROOT, mint_token, unique
 from tests.browser import PHONE, DashboardPage
-from tests.shared_database import server_on
 
 VENDOR = ROOT / "app" / "static" / "vendor"
 
 pytestmark = pytest.mark.backends("sqlite")
-
-#: socket.io-client's longest wait between two reconnection attempts (its reconnectionDelayMax default), in ms.
-RECONNECTION_DELAY_MAX_MS = 5000
 
 
 @pytest.fixture
@@ -117,31 +114,6 @@ def test_an_entity_without_a_dashboard_says_so(live_server, tenant, admin_api, n
     page = DashboardPage(new_page(), live_server.url, entity_id, "venue").open(mint_token(tenant)).wait_ready()
     expect(page.page.locator("#empty")).to_have_text("This entity has no dashboard yet.")
     expect(page.titles).to_have_count(0)
-
-
-def test_reconnects_and_subscribes_again_after_a_server_restart(live_server, tmp_path, new_page):
-    # A server of the test's own (it is restarted), on the session server's database.
-    with server_on(live_server.env["DATABASE_URL"], tmp_path) as server:
-        tenant = unique("tenant")
-        api = Api(server.url, mint_token(tenant, roles=("admin", "ingest")))
-        entity_id = unique("event")
-        api.put_entity(entity_id, "event", api.create_dashboard()["id"])
-        tab = new_page()
-        # The page's timers run on a clock the test can move forward (Playwright's clock: time still flows).
-        tab.clock.install()
-        page = DashboardPage(tab, server.url, entity_id).open(mint_token(tenant)).wait_ready()
-        page.mark()
-
-        server.stop()
-        expect(page.connection).to_have_attribute("data-state", "reconnecting")
-        server.start()
-        # While the server was away, the client's back-off grew to up to 5 s between attempts: jump past the
-        # pending wait, as a laptop woken from sleep would, instead of sitting it out.
-        tab.clock.fast_forward(RECONNECTION_DELAY_MAX_MS)
-        expect(page.connection).to_have_attribute("data-state", "connected")
-        api.ingest((entity_id, "revenue", 321))  # only a new subscription on the new server gets this
-        expect(page.tile("Revenue").locator(".tile-value")).to_have_text("321 EUR")
-        assert page.was_not_reloaded()
 
 
 def test_fits_a_phone_screen(live_server, tenant, line_entity, new_page):

@@ -1,10 +1,12 @@
-"""Surviving trouble: a server restart under a connected client, a database outage, a backlog."""
+"""Surviving trouble: a server restart under connected clients (the seed's and the browser page), a database outage,
+a backlog."""
 
 import threading
 import time
 
 import pytest
 import socketio
+from playwright.sync_api import expect
 
 from testkit import (
     DEFAULT_TIMEOUT,
@@ -13,6 +15,7 @@ from testkit import (
     running_server,
     tenant_with_entity,
 )
+from tests.browser import RECONNECTION_DELAY_MAX_MS, DashboardPage
 from tests.shared_database import server_on
 
 
@@ -27,9 +30,11 @@ def own_server(tmp_path_factory, backend):
 
 
 @pytest.mark.backends("sqlite")
-def test_client_resubscribes_after_server_restart(own_server):
-    tenant, api = tenant_with_entity(own_server.url, "event-uuid-123")
-    api.ingest(("event-uuid-123", "ticketsSold", 1))
+def test_clients_subscribe_again_after_a_server_restart(own_server, new_page):
+    """The seed's Python client and the browser page, both connected while the server restarts."""
+    entity_id = "event-uuid-123"
+    tenant, api = tenant_with_entity(own_server.url, entity_id)
+    api.ingest((entity_id, "ticketsSold", 1))
 
     # The seed's client: reconnect on, and subscribe again on every 'connect'.
     client = socketio.Client(reconnection=True, reconnection_delay=0.2, reconnection_delay_max=0.5)
@@ -39,7 +44,7 @@ def test_client_resubscribes_after_server_restart(own_server):
 
     @client.on("connect", namespace="/dashboard")
     def on_connect():
-        client.emit("subscribe", {"entityId": "event-uuid-123", "entityType": "event"}, namespace="/dashboard")
+        client.emit("subscribe", {"entityId": entity_id, "entityType": "event"}, namespace="/dashboard")
 
     @client.on("dashboard:initial", namespace="/dashboard")
     def on_initial(data):
@@ -58,6 +63,11 @@ def test_client_resubscribes_after_server_restart(own_server):
         transports=["websocket"],
         wait_timeout=DEFAULT_TIMEOUT,
     )
+    # The browser page, its timers on a clock the test can move forward (Playwright's clock: time still flows).
+    tab = new_page()
+    tab.clock.install()
+    page = DashboardPage(tab, own_server.url, entity_id).open(mint_token(tenant)).wait_ready()
+    page.mark()
     try:
         with cond:
             assert cond.wait_for(lambda: len(initials) == 1, DEFAULT_TIMEOUT)
@@ -65,15 +75,25 @@ def test_client_resubscribes_after_server_restart(own_server):
 
         own_server.stop()
         assert lost.wait(DEFAULT_TIMEOUT)
+        expect(page.connection).to_have_attribute("data-state", "reconnecting")
         # Written while the server is down, straight into the database.
-        own_server.insert_changes([(tenant, "event-uuid-123", "ticketsSold", 2)])
+        own_server.insert_changes([(tenant, entity_id, "ticketsSold", 2)])
         own_server.start()
+        # While the server was away, the page's back-off grew to up to 5 s between attempts: jump past the
+        # pending wait, as a laptop woken from sleep would, instead of sitting it out.
+        tab.clock.fast_forward(RECONNECTION_DELAY_MAX_MS)
 
         with cond:
             assert cond.wait_for(lambda: len(initials) == 2, 30), "no fresh dashboard:initial after restart"
         assert initials[1]["metrics"] == {"ticketsSold": 2.0}
         assert initials[1]["seq"] > initials[0]["seq"]
         assert initials[1]["tiles"] == initials[0]["tiles"]
+
+        expect(page.connection).to_have_attribute("data-state", "connected")
+        expect(page.tile("Tickets").locator(".tile-value")).to_have_text("2")  # its fresh snapshot
+        api.ingest((entity_id, "revenue", 321))  # only a new subscription on the new server gets this
+        expect(page.tile("Revenue").locator(".tile-value")).to_have_text("321 EUR")
+        assert page.was_not_reloaded()
     finally:
         client.disconnect()
         if own_server.proc.poll() is not None:  # stopped and not started again: the next test needs it
