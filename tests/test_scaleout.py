@@ -29,14 +29,13 @@ from testkit import (
     RecordingClient,
     mint_token,
     require_redis,
-    running_server,
     unique,
 )
 from tests.proxy import TcpProxy
 from tests.shared_database import server_on, servers_on
 
-# PostgreSQL throughout (NOTIFY, several processes on one database); the nodes and the outage server share the
-# session server's database, the NOTIFY test has one of its own (it counts the database's listeners).
+# PostgreSQL throughout (NOTIFY, several processes on one database). The module's servers are processes of its own
+# on the session server's database.
 pytestmark = pytest.mark.backends("postgresql")
 
 ENTITY = "event-1"
@@ -150,20 +149,35 @@ def wait_for_workers(server):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """One worker on PostgreSQL, polling every 30 s, closing sockets with more than 10 packets waiting.
+def server(tmp_path_factory, live_server):
+    """One worker polling every 30 s, closing sockets with more than 10 packets waiting.
 
     REST writes wake the poller at once (in process); a row written straight into the database
     arrives sooner than the 30 s poll only through LISTEN/NOTIFY.
     """
-    with running_server(
+    with server_on(
+        live_server.env["DATABASE_URL"],
         tmp_path_factory.mktemp("scaleout"),
-        "postgresql",
         POLL_INTERVAL="30",
         POLL_MAX_BACKOFF="0.2",
         SOCKET_MAX_BACKLOG="10",
     ) as live:
         yield live
+
+
+def listener_backends(server, database):
+    """The PostgreSQL backends (pids) of the server's LISTEN connections, found by their client ports."""
+    ports = {
+        connection.laddr.port
+        for pid in worker_pids(server)
+        for connection in psutil.Process(pid).net_connections(kind="tcp")
+        if connection.raddr and connection.raddr.port == 5432
+    }
+    rows = database.execute(
+        "SELECT pid, client_port FROM pg_stat_activity WHERE datname = current_database()"
+        " AND starts_with(query, 'LISTEN')"
+    )
+    return [pid for pid, client_port in rows if client_port in ports]
 
 
 def two_nodes(live_server, tmp_dir, **settings):
@@ -193,11 +207,8 @@ def test_notify_delivers_direct_writes_at_once_and_a_dropped_listener_loses_noth
     # Kill the listener's connection, write while it is gone: the reconnect reads what it missed.
     database = server.database
     offset = log_size(server)
-    killed = database.scalar(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND starts_with(query, 'LISTEN')"
-    )
-    assert killed == 1
+    (listener,) = listener_backends(server, database)  # its one worker's one listener
+    assert database.scalar("SELECT pg_terminate_backend(?)", (listener,))
     seq = server.insert_changes([(tenant, ENTITY, "ticketsSold", 2)])
     wait_for_log_after(server, offset, "change listener lost its connection")
     assert client.wait_for("metric:update", lambda d: d["seq"] == seq, timeout=10)["value"] == 2.0
