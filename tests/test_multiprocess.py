@@ -3,7 +3,7 @@
 import pytest
 
 from testkit import Api, RecordingClient, mint_token, unique
-from tests.shared_database import server_on
+from tests.shared_servers import server_on
 
 
 @pytest.fixture

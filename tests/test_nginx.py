@@ -29,7 +29,7 @@ from testkit import (
     require_service,
     tenant_with_entity,
 )
-from tests.shared_database import server_on
+from tests.shared_servers import server_on
 
 # What nginx does with the traffic does not depend on the database: SQLite only.
 pytestmark = pytest.mark.backends("sqlite")

@@ -31,7 +31,7 @@ from testkit import (
     wait_for_metric,
 )
 from tests.proxy import TcpProxy
-from tests.shared_database import server_on
+from tests.shared_servers import server_on
 
 # The module's servers share the session server's SQLite database; the in-process checks use SQLite too.
 pytestmark = pytest.mark.backends("sqlite")

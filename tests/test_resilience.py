@@ -2,7 +2,6 @@
 a backlog."""
 
 import threading
-import time
 
 import pytest
 import socketio
@@ -16,7 +15,7 @@ from testkit import (
     tenant_with_entity,
 )
 from tests.browser import RECONNECTION_DELAY_MAX_MS, DashboardPage
-from tests.shared_database import server_on
+from tests.shared_servers import log_size, server_on, wait_for_log_after
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +106,10 @@ def test_poller_survives_database_errors_and_delivers_what_was_written_meanwhile
     client.subscribe("event-1")
 
     database = server.database
-    failures = server.log_tail(100_000).count("change poll failed")
+    offset = log_size(server)
     database.execute("ALTER TABLE change_log RENAME TO change_log_away")
     try:
-        wait_until_logged(server, "change poll failed", failures + 1)
+        wait_for_log_after(server, offset, "change poll failed")
         # A writer that knows the table under its other name keeps writing meanwhile.
         database.execute(
             "INSERT INTO change_log_away (tenant_id, entity_id, metric_name, value) VALUES (?, ?, ?, ?)",
@@ -125,14 +124,6 @@ def test_poller_survives_database_errors_and_delivers_what_was_written_meanwhile
     client.wait_for("metric:update", lambda d: d["value"] == 78.0)
     assert [u["value"] for u in client.of("metric:update")] == [77.0, 78.0]
     client.disconnect()
-
-
-def wait_until_logged(server, text, times, timeout=DEFAULT_TIMEOUT):
-    """Wait until the server has logged ``text`` ``times`` times (a module's server logs for every test)."""
-    deadline = time.monotonic() + timeout
-    while server.log_tail(100_000).count(text) < times:
-        assert time.monotonic() < deadline, f"{text!r} not logged {times} times within {timeout}s:\n{server.log_tail()}"
-        time.sleep(0.05)
 
 
 def test_subscribe_catches_up_a_backlog_of_many_batches_before_its_snapshot(live_server, tmp_path):

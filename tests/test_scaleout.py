@@ -32,7 +32,7 @@ from testkit import (
     unique,
 )
 from tests.proxy import TcpProxy
-from tests.shared_database import server_on, servers_on
+from tests.shared_servers import log_size, logged_after, server_on, servers_on, wait_for_log_after
 
 # PostgreSQL throughout (NOTIFY, several processes on one database). The module's servers are processes of its own
 # on the session server's database.
@@ -109,26 +109,6 @@ def server_holds_connection_from(server, port):
         for worker in workers
         for connection in worker.net_connections(kind="tcp")
     )
-
-
-def log_size(server):
-    """How much the server has logged so far: where ``wait_for_log_after`` starts looking."""
-    return Path(server.log_path).stat().st_size
-
-
-def logged_after(server, offset, text):
-    """True when ``text`` is in what the server logged after ``offset`` (``log_size``)."""
-    with open(server.log_path, "rb") as log:
-        log.seek(offset)
-        return text.encode() in log.read()
-
-
-def wait_for_log_after(server, offset, text, timeout=DEFAULT_TIMEOUT):
-    """Wait until ``text`` appears in what the server logged after ``offset``: this test's doing, not an earlier's."""
-    deadline = time.monotonic() + timeout
-    while not logged_after(server, offset, text):
-        assert time.monotonic() < deadline, f"{text!r} not logged within {timeout}s:\n{server.log_tail()}"
-        time.sleep(0.05)
 
 
 def wait_for_workers(server):

@@ -14,7 +14,7 @@ import requests
 import socketio
 
 from testkit import JWT_SECRET, RecordingClient, free_port, mint_token
-from tests.shared_database import server_on
+from tests.shared_servers import server_on
 
 pytestmark = pytest.mark.backends("sqlite")
 

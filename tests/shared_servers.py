@@ -1,14 +1,17 @@
-"""More server processes on a database another server has migrated already (often the session's ``live_server``).
+"""Servers shared between tests: more processes on a database already migrated, and what a server logged lately.
 
 ``testkit.running_server`` migrates the database it is given: ``flask db upgrade`` in a process of its own, some
-2.5 s of imports even when there is nothing to upgrade. A server added beside one that is running needs none of it.
+2.5 s of imports even when there is nothing to upgrade. A server added beside one that is running (often the
+session's ``live_server``) needs none of it. A server that several tests share has logged for each of them: a test
+looks only at what it logged after the test began (``log_size``, ``wait_for_log_after``).
 """
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from testkit import LiveServer, server_env
+from testkit import DEFAULT_TIMEOUT, LiveServer, server_env
 
 
 @contextmanager
@@ -36,3 +39,23 @@ def server_on(database_url, tmp_dir, **overrides):
     """One server (``server_env`` overrides) on ``database_url``, which is migrated already; stopped on exit."""
     with servers_on(database_url, [tmp_dir], **overrides) as (server,):
         yield server
+
+
+def log_size(server):
+    """How much the server has logged so far: where ``logged_after`` and ``wait_for_log_after`` start looking."""
+    return Path(server.log_path).stat().st_size
+
+
+def logged_after(server, offset, text):
+    """True when ``text`` is in what the server logged after ``offset`` (``log_size``)."""
+    with open(server.log_path, "rb") as log:
+        log.seek(offset)
+        return text.encode() in log.read()
+
+
+def wait_for_log_after(server, offset, text, timeout=DEFAULT_TIMEOUT):
+    """Wait until ``text`` appears in what the server logged after ``offset``: this test's doing, not an earlier's."""
+    deadline = time.monotonic() + timeout
+    while not logged_after(server, offset, text):
+        assert time.monotonic() < deadline, f"{text!r} not logged within {timeout}s:\n{server.log_tail()}"
+        time.sleep(0.05)
