@@ -1,23 +1,32 @@
-"""SocketActivity on its own: subscriber counts from the rooms, and the ring buffer of events."""
-
-from types import SimpleNamespace
+"""SocketActivity on its own: subscriber counts from a Socket.IO server's rooms, and the ring buffer of events."""
 
 from app.realtime.activity import SocketActivity
+from app.realtime.engine import SocketServer
 from app.realtime.rooms import DASHBOARD_NAMESPACE, UPDATES_NAMESPACE, room_for
 
 
 def activity_with_rooms(rooms, kept=3):
-    return SocketActivity(SimpleNamespace(manager=SimpleNamespace(rooms=rooms)), kept=kept)
+    """A SocketActivity over a server (no network) whose sockets are in ``rooms``: {namespace: {room: [sid]}}."""
+    sio = SocketServer(async_mode="gevent")
+    sids = {}
+    for namespace, by_room in rooms.items():
+        for room, names in by_room.items():
+            for name in names:
+                if (namespace, name) not in sids:
+                    sids[namespace, name] = sio.manager.pre_connect(f"eio-{name}", namespace)
+                    sio.manager.connect(sids[namespace, name], namespace)
+                sio.enter_room(sids[namespace, name], room, namespace=namespace)
+    return SocketActivity(sio, kept=kept)
 
 
 def test_counts_each_namespace_connection_once_across_the_dashboards_entities():
     rooms = {
         DASHBOARD_NAMESPACE: {
-            room_for("t1", "a"): {"s1": "e1", "s2": "e2"},
-            room_for("t1", "b"): {"s1": "e1"},  # s1 follows both entities: one socket
-            room_for("t2", "a"): {"s9": "e9"},  # another tenant's entity of the same id
+            room_for("t1", "a"): ["s1", "s2"],
+            room_for("t1", "b"): ["s1"],  # s1 follows both entities: one socket
+            room_for("t2", "a"): ["s9"],  # another tenant's entity of the same id
         },
-        UPDATES_NAMESPACE: {room_for("t1", "a"): {"u1": "e1"}},
+        UPDATES_NAMESPACE: {room_for("t1", "a"): ["u1"]},
     }
     activity = activity_with_rooms(rooms)
     assert activity.subscriber_count("t1", ["a", "b"]) == 3
