@@ -136,13 +136,16 @@ class RecordingClient:
         arrive back to back could be recorded in either order; the tests check
         the order the server sent them in. The message handler is run at once
         instead, in the client's reading thread (public names only: the
-        client's ``start_background_task`` and its ``handlers``).
+        client's ``start_background_task`` and its ``handlers``). A Socket.IO
+        DISCONNECT packet (type 1) still gets a thread of its own: handling it
+        ends the client, which joins the reading thread.
         """
         eio = self.client.eio
         start_task = eio.start_background_task
 
         def start_in_order(target, *args, **kwargs):
-            if target == eio.handlers.get("message"):
+            disconnect = bool(args) and isinstance(args[0], str) and args[0].startswith("1")
+            if target == eio.handlers.get("message") and not disconnect:
                 target(*args, **kwargs)
                 return None
             return start_task(target, *args, **kwargs)

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -176,9 +177,53 @@ def server_env(tmp_dir, **overrides):
     return env
 
 
-def wait_for_log(server, text, timeout=DEFAULT_TIMEOUT):
-    """Wait until ``text`` appears in the server's log."""
+def log_size(server):
+    """How much the server has logged so far: where ``logged`` and ``wait_for_log`` may start looking."""
+    return Path(server.log_path).stat().st_size
+
+
+def logged(server, text, after=0):
+    """True when ``text`` is in what the server logged after offset ``after`` (``log_size``)."""
+    with open(server.log_path, "rb") as log:
+        log.seek(after)
+        return text.encode() in log.read()
+
+
+def wait_for_log(server, text, timeout=DEFAULT_TIMEOUT, after=0):
+    """Wait until ``text`` appears in what the server logged after offset ``after``.
+
+    A server that several tests share has logged for each of them: a test passes
+    ``after=log_size(server)`` taken when it began, to see only what it caused.
+    """
     deadline = time.monotonic() + timeout
-    while text not in server.log_tail(2000):
+    while not logged(server, text, after):
         assert time.monotonic() < deadline, f"{text!r} not logged within {timeout}s:\n{server.log_tail()}"
         time.sleep(0.05)
+
+
+@contextmanager
+def servers_on(database_url, tmp_dirs, **overrides):
+    """Servers (``server_env`` overrides), one per directory of ``tmp_dirs``, on ``database_url``, which is migrated
+    already (a server added beside a running one needs no ``flask db upgrade``); started together and stopped
+    together on exit. Yields the list of them."""
+    servers = []
+    for tmp_dir in tmp_dirs:
+        Path(tmp_dir).mkdir(parents=True, exist_ok=True)
+        env = server_env(tmp_dir, DATABASE_URL=database_url, **overrides)
+        servers.append(LiveServer(env, Path(tmp_dir) / "server.log"))
+
+    def each(method):
+        with ThreadPoolExecutor(len(servers)) as pool:
+            list(pool.map(method, servers))
+
+    with ExitStack() as stack:
+        stack.callback(each, LiveServer.stop)  # also those started when another one failed to start
+        each(LiveServer.start)
+        yield servers
+
+
+@contextmanager
+def server_on(database_url, tmp_dir, **overrides):
+    """One server (``server_env`` overrides) on ``database_url``, which is migrated already; stopped on exit."""
+    with servers_on(database_url, [tmp_dir], **overrides) as (server,):
+        yield server

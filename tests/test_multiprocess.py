@@ -2,8 +2,7 @@
 
 import pytest
 
-from testkit import Api, RecordingClient, mint_token, unique
-from tests.shared_servers import server_on
+from testkit import Api, RecordingClient, mint_token, server_on, unique
 
 
 @pytest.fixture

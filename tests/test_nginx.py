@@ -27,9 +27,9 @@ from testkit import (
     RecordingClient,
     mint_token,
     require_service,
+    server_on,
     tenant_with_entity,
 )
-from tests.shared_servers import server_on
 
 # What nginx does with the traffic does not depend on the database: SQLite only.
 pytestmark = pytest.mark.backends("sqlite")

@@ -27,11 +27,11 @@ from testkit import (
     require_redis,
     scrape_metrics,
     server_env,
+    server_on,
     unique,
     wait_for_metric,
 )
 from tests.proxy import TcpProxy
-from tests.shared_servers import server_on
 
 # The module's servers share the session server's SQLite database; the in-process checks use SQLite too.
 pytestmark = pytest.mark.backends("sqlite")

@@ -10,12 +10,14 @@ from playwright.sync_api import expect
 from testkit import (
     DEFAULT_TIMEOUT,
     RecordingClient,
+    log_size,
     mint_token,
     running_server,
+    server_on,
     tenant_with_entity,
+    wait_for_log,
 )
 from tests.browser import RECONNECTION_DELAY_MAX_MS, DashboardPage
-from tests.shared_servers import log_size, server_on, wait_for_log_after
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +111,7 @@ def test_poller_survives_database_errors_and_delivers_what_was_written_meanwhile
     offset = log_size(server)
     database.execute("ALTER TABLE change_log RENAME TO change_log_away")
     try:
-        wait_for_log_after(server, offset, "change poll failed")
+        wait_for_log(server, "change poll failed", after=offset)
         # A writer that knows the table under its other name keeps writing meanwhile.
         database.execute(
             "INSERT INTO change_log_away (tenant_id, entity_id, metric_name, value) VALUES (?, ?, ?, ?)",

@@ -27,12 +27,16 @@ from testkit import (
     Api,
     Database,
     RecordingClient,
+    log_size,
+    logged,
     mint_token,
     require_redis,
+    server_on,
+    servers_on,
     unique,
+    wait_for_log,
 )
 from tests.proxy import TcpProxy
-from tests.shared_servers import log_size, logged_after, server_on, servers_on, wait_for_log_after
 
 # PostgreSQL throughout (NOTIFY, several processes on one database). The module's servers are processes of its own
 # on the session server's database.
@@ -190,7 +194,7 @@ def test_notify_delivers_direct_writes_at_once_and_a_dropped_listener_loses_noth
     (listener,) = listener_backends(server, database)  # its one worker's one listener
     assert database.scalar("SELECT pg_terminate_backend(?)", (listener,))
     seq = server.insert_changes([(tenant, ENTITY, "ticketsSold", 2)])
-    wait_for_log_after(server, offset, "change listener lost its connection")
+    wait_for_log(server, "change listener lost its connection", after=offset)
     assert client.wait_for("metric:update", lambda d: d["seq"] == seq, timeout=10)["value"] == 2.0
     seq = server.insert_changes([(tenant, ENTITY, "ticketsSold", 3)])
     assert client.wait_for("metric:update", lambda d: d["seq"] == seq, timeout=5)["value"] == 3.0
@@ -281,7 +285,7 @@ def test_database_outage_keeps_sockets_and_delivers_what_was_committed_meanwhile
 
         offset = log_size(server)
         proxy.cut()
-        wait_for_log_after(server, offset, "change poll failed")
+        wait_for_log(server, "change poll failed", after=offset)
         for value in range(2, 12):  # another writer still reaches the database
             database.execute(
                 "INSERT INTO change_log (tenant_id, entity_id, metric_name, value) VALUES (?, ?, ?, ?)",
@@ -399,12 +403,12 @@ def test_a_client_that_stops_reading_is_cut_off_and_does_not_hold_up_the_others(
             )
             written += 1000
             reader.wait_for("metric:update", lambda d, last=last: d["seq"] == last, after=mark)
-            if logged_after(server, offset, f"socket {sid} is not reading"):
+            if logged(server, f"socket {sid} is not reading", after=offset):
                 break
         fence = api.ingest((ENTITY, "fence", 1))["lastSeq"]
         reader.wait_for("metric:update", lambda d: d["seq"] == fence)
         assert len(reader.of("metric:update")) == written + 1
-        wait_for_log_after(server, offset, f"socket {sid} is not reading")
+        wait_for_log(server, f"socket {sid} is not reading", after=offset)
         # The server lets go of the connection at once, while its client still does not read...
         port = stalled.sock.getsockname()[1]
         deadline = time.monotonic() + DEFAULT_TIMEOUT
@@ -443,7 +447,7 @@ def test_a_polling_client_that_stops_polling_is_cut_off_past_the_limit(server):
         # It stops polling; a write of 20 metrics queues 20 updates for it.
         offset = log_size(server)
         api.ingest(*[(ENTITY, f"metric-{i}", float(i)) for i in range(20)])
-        wait_for_log_after(server, offset, f"socket {sid} is not reading")
+        wait_for_log(server, f"socket {sid} is not reading", after=offset)
         refused = poll()
         assert (refused.status_code, refused.json()) == (400, f"Invalid session {sid}")
     finally:

@@ -13,8 +13,7 @@ import pytest
 import requests
 import socketio
 
-from testkit import JWT_SECRET, RecordingClient, free_port, mint_token
-from tests.shared_servers import server_on
+from testkit import JWT_SECRET, RecordingClient, free_port, mint_token, server_on
 
 pytestmark = pytest.mark.backends("sqlite")
 
