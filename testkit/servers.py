@@ -1,19 +1,25 @@
 """A real gunicorn server of the project in a subprocess, on a port and database of its own."""
 
+import atexit
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 
+import psycopg
 import requests
 
 from testkit.clients import DEFAULT_TIMEOUT, JWT_SECRET
-from testkit.services import Database, database_url_for
+from testkit.services import POSTGRES_URL, Database, drop_postgres_database, postgres_base_url, require_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,10 +104,13 @@ class LiveServer:
         raise RuntimeError(f"server not ready after 30 s:\n{self.log_tail()}")
 
     def stop(self):
-        """Stop gunicorn (SIGTERM, then SIGKILL after its graceful timeout)."""
+        """Stop gunicorn quickly (SIGQUIT: its workers exit at once), then SIGKILL if it is still there.
+
+        A test of the graceful stop (SIGTERM: sockets closed, requests answered 503 meanwhile) sends it itself.
+        """
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(signal.SIGQUIT)
         try:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -132,20 +141,74 @@ class LiveServer:
         return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
 
 
+_templates = {}  # (backend, checkout root) -> a migrated template: SQLite file path or PostgreSQL database name
+
+
+def _template(backend, root):
+    """A database of ``backend`` migrated by ``flask db upgrade`` of checkout ``root``, once per process."""
+    key = (backend, str(root))
+    if key not in _templates:
+        directory = Path(tempfile.mkdtemp(prefix="analytics-template-"))
+        atexit.register(shutil.rmtree, directory, True)
+        if backend == "postgresql":
+            require_postgres()
+            name = f"analytics_template_{uuid.uuid4().hex[:12]}"
+            with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            atexit.register(drop_postgres_database, name)
+            url = f"{postgres_base_url()}/{name}"
+        else:
+            name = directory / "analytics.db"
+            url = f"sqlite:///{name}"
+        migrated = flask_cli(server_env(directory, DATABASE_URL=url), "db", "upgrade", root=root)
+        assert migrated.returncode == 0, migrated.stderr
+        if backend == "sqlite":
+            with closing(sqlite3.connect(name)) as conn:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the whole database in the one file copied
+        _templates[key] = name
+    return _templates[key]
+
+
+@contextmanager
+def migrated_database(backend, tmp_dir, root=ROOT):
+    """A fresh database of ``backend`` already migrated (a copy of a template migrated once); yields its URL.
+
+    ``flask db upgrade`` costs a process and seconds of imports: each test server's
+    database is a copy instead (the SQLite file, or PostgreSQL's ``CREATE DATABASE ...
+    TEMPLATE``). PostgreSQL databases are dropped on exit.
+    """
+    template = _template(backend, root)
+    if backend == "postgresql":
+        name = f"analytics_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        try:
+            yield f"{postgres_base_url()}/{name}"
+        finally:
+            drop_postgres_database(name)
+    else:
+        path = Path(tmp_dir) / "analytics.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, path)
+        yield f"sqlite:///{path}"
+
+
 @contextmanager
 def running_server(tmp_dir, backend=None, tls=None, **overrides):
     """A migrated, started server of its own (``server_env`` overrides), stopped on exit.
 
-    With ``backend``, the server gets a fresh database of that kind (unless
-    ``DATABASE_URL`` is among the overrides); with ``tls`` (``(certfile, keyfile)``),
-    gunicorn terminates TLS itself.
+    The server gets a fresh, migrated database of ``backend`` (SQLite unless said), unless
+    ``DATABASE_URL`` is among the overrides (then it is migrated first); with ``tls``
+    (``(certfile, keyfile)``), gunicorn terminates TLS itself.
     """
     with ExitStack() as stack:
-        if backend is not None and "DATABASE_URL" not in overrides:
-            overrides["DATABASE_URL"] = stack.enter_context(database_url_for(backend, tmp_dir))
         Path(tmp_dir).mkdir(parents=True, exist_ok=True)
+        migrated = "DATABASE_URL" not in overrides
+        if migrated:
+            overrides["DATABASE_URL"] = stack.enter_context(migrated_database(backend or "sqlite", tmp_dir))
         server = LiveServer(server_env(tmp_dir, **overrides), Path(tmp_dir) / "server.log", tls=tls)
-        server.migrate()
+        if not migrated:
+            server.migrate()
         server.start()
         stack.callback(server.stop)
         yield server

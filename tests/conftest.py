@@ -21,8 +21,7 @@ from testkit import (
     Api,
     LiveServer,
     RecordingClient,
-    database_url_for,
-    flask_cli,
+    migrated_database,
     mint_token,
     server_env,
     unique,
@@ -104,11 +103,8 @@ def app(tmp_path_factory, rsa_keys, backend):
     run as in a server process, but nothing turns changes into Socket.IO events here.
     """
     tmp = tmp_path_factory.mktemp(f"app-{backend}")
-    with database_url_for(backend, tmp) as url:
-        env = server_env(tmp, JWT_PUBLIC_KEY=rsa_keys[1], DATABASE_URL=url)
-        migrated = flask_cli(env, "db", "upgrade")
-        assert migrated.returncode == 0, migrated.stderr
-        application = app_from_env(env)
+    with migrated_database(backend, tmp) as url:
+        application = app_from_env(server_env(tmp, JWT_PUBLIC_KEY=rsa_keys[1], DATABASE_URL=url))
         yield application
         with application.app_context():
             from app.extensions import db
@@ -132,9 +128,8 @@ def cli_runner(app):
 def live_server(tmp_path_factory, rsa_keys, backend):
     """One gunicorn server per backend for the session, accepting HS256 and RS256 tokens."""
     tmp = tmp_path_factory.mktemp(f"server-{backend}")
-    with database_url_for(backend, tmp) as url:
+    with migrated_database(backend, tmp) as url:
         server = LiveServer(server_env(tmp, JWT_PUBLIC_KEY=rsa_keys[1], DATABASE_URL=url), tmp / "server.log")
-        server.migrate()
         server.start()
         yield server
         server.stop()

@@ -15,6 +15,7 @@ from testkit import (
     LiveServer,
     RecordingClient,
     flask_cli,
+    migrated_database,
     mint_token,
     server_env,
     tenant_with_entity,
@@ -25,10 +26,8 @@ pytestmark = pytest.mark.backends("sqlite")
 
 @pytest.fixture
 def env(tmp_path):
-    environment = server_env(tmp_path)
-    migrated = flask_cli(environment, "db", "upgrade")
-    assert migrated.returncode == 0, migrated.stderr
-    return environment
+    with migrated_database("sqlite", tmp_path) as url:
+        yield server_env(tmp_path, DATABASE_URL=url)
 
 
 @pytest.mark.parametrize("args", [(), ("wsgi:app",)], ids=["config-names-the-app", "wsgi:app"])
