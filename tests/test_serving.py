@@ -30,36 +30,34 @@ def env(tmp_path):
         yield server_env(tmp_path, DATABASE_URL=url)
 
 
-@pytest.mark.parametrize("args", [(), ("wsgi:app",)], ids=["config-names-the-app", "wsgi:app"])
-def test_gunicorn_serves_wsgi_app_and_starts_the_background_work(env, tmp_path, args):
-    """``gunicorn -c gunicorn.conf.py`` and ``... wsgi:app`` alike: a change reaches a subscriber (the poller runs)."""
-    server = LiveServer(env, tmp_path / "server.log")
-    server.start(*args)
+def delivers_a_change(server):
+    """A subscriber of the server gets a change written through REST: the worker's poller runs."""
+    tenant, api = tenant_with_entity(server.url)
+    client = RecordingClient().connect(server.url, mint_token(tenant))
     try:
-        tenant, api = tenant_with_entity(server.url)
-        client = RecordingClient().connect(server.url, mint_token(tenant))
-        try:
-            client.subscribe("event-1")
-            seq = api.ingest(("event-1", "ticketsSold", 1))["lastSeq"]
-            client.wait_for("metric:update", lambda d: d["seq"] == seq)
-        finally:
-            client.disconnect()
+        client.subscribe("event-1")
+        seq = api.ingest(("event-1", "ticketsSold", 1))["lastSeq"]
+        client.wait_for("metric:update", lambda d: d["seq"] == seq)
+    finally:
+        client.disconnect()
+
+
+def test_gunicorn_naming_wsgi_app_serves_it_and_starts_the_background_work(env, tmp_path):
+    server = LiveServer(env, tmp_path / "server.log")
+    server.start("wsgi:app")
+    try:
+        delivers_a_change(server)
     finally:
         server.stop()
     assert "realtime started" in server.log_tail(200)
 
 
-def test_flask_cli_commands_build_the_app_and_start_nothing(env):
-    result = flask_cli({**env, "LOG_LEVEL": "INFO"}, "routes")
-    assert result.returncode == 0, result.stderr
-    assert "realtime started" not in result.stderr + result.stdout
-
-
-def test_ctrl_c_stops_master_and_workers_quietly(env, tmp_path):
-    """Ctrl-C reaches the master and its workers alike (a terminal signals the whole process group)."""
+def test_gunicorn_with_its_config_alone_serves_and_a_ctrl_c_stops_master_and_workers_quietly(env, tmp_path):
+    """``gunicorn -c gunicorn.conf.py`` (the config names the app); Ctrl-C signals the whole process group."""
     server = LiveServer(env, tmp_path / "server.log")
     server.start(own_process_group=True)
     try:
+        delivers_a_change(server)
         (worker,) = psutil.Process(server.proc.pid).children()
         os.killpg(server.proc.pid, signal.SIGINT)
         # The master passes a quit of its own on to the worker; sent at once here, so that it always
@@ -70,8 +68,14 @@ def test_ctrl_c_stops_master_and_workers_quietly(env, tmp_path):
     finally:
         server.stop()
     log = server.log_tail(500)
-    assert "Shutting down: Master" in log
+    assert "realtime started" in log and "Shutting down: Master" in log
     assert "Traceback" not in log and "SystemExit" not in log, log
+
+
+def test_flask_cli_commands_build_the_app_and_start_nothing(env):
+    result = flask_cli({**env, "LOG_LEVEL": "INFO"}, "routes")
+    assert result.returncode == 0, result.stderr
+    assert "realtime started" not in result.stderr + result.stdout
 
 
 def make(*args):
