@@ -19,7 +19,14 @@ import psycopg
 import requests
 
 from testkit.clients import DEFAULT_TIMEOUT, JWT_SECRET
-from testkit.services import POSTGRES_URL, Database, drop_postgres_database, postgres_base_url, require_postgres
+from testkit.services import (
+    POSTGRES_URL,
+    Database,
+    drop_postgres_database,
+    postgres_base_url,
+    postgres_database,
+    require_postgres,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -179,13 +186,8 @@ def migrated_database(backend, tmp_dir, root=ROOT):
     """
     template = _template(backend, root)
     if backend == "postgresql":
-        name = f"analytics_test_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-        try:
-            yield f"{postgres_base_url()}/{name}"
-        finally:
-            drop_postgres_database(name)
+        with postgres_database(template) as url:
+            yield url
     else:
         path = Path(tmp_dir) / "analytics.db"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -61,11 +61,11 @@ def require_redis():
 
 
 @contextmanager
-def postgres_database():
-    """A new, empty PostgreSQL database of this test's own; yields its SQLAlchemy URL, drops it after."""
+def postgres_database(template=None):
+    """A new PostgreSQL database of this test's own, empty or a copy of ``template``; yields its URL, drops it after."""
     name = f"analytics_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     try:
         yield f"{postgres_base_url()}/{name}"
     finally:

@@ -81,12 +81,3 @@ def other_api(client):
 def api_with(client, tenant):
     """Factory: a client of this test's tenant holding exactly ``roles``."""
     return lambda *roles: Api(client, mint_token(tenant, roles=roles))
-
-
-@pytest.fixture
-def entity(admin_api):
-    """An event entity of this test's tenant with a two-tile dashboard: ``(entity_id, dashboard)``."""
-    dashboard = admin_api.create_dashboard()
-    entity_id = unique("event")
-    admin_api.put_entity(entity_id, "event", dashboard["id"])
-    return entity_id, dashboard
