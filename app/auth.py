@@ -1,5 +1,6 @@
 """JWT verification shared by the sockets, the REST API and the CLI."""
 
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ from app import errors
 from app.errors import AppError
 
 MAX_TENANT_LENGTH = 128
+MAX_EXP = 253402300799  # 9999-12-31T23:59:59Z: the last second a datetime holds
 #: How many verified tokens each process remembers (least recently used go first).
 VERIFIED_TOKENS_CACHED = 4096
 #: The longest a verified token is remembered, even when its ``exp`` is further away.
@@ -126,11 +128,18 @@ def _decode(token, config):
         raise AppError(errors.INVALID_TOKEN, "invalid token: not yet valid") from None
     except jwt.PyJWTError as exc:
         raise AppError(errors.INVALID_TOKEN, f"invalid token: {exc}") from None
+    except (OverflowError, ValueError):  # PyJWT's int() of a time claim such as 1e400 (JSON's infinity)
+        raise AppError(errors.INVALID_TOKEN, "invalid token: a time claim is out of range") from None
     tenant_id = claims.get("tenantId")
-    if not isinstance(tenant_id, str) or not tenant_id.strip() or len(tenant_id) > MAX_TENANT_LENGTH:
+    if (
+        not isinstance(tenant_id, str)
+        or not tenant_id.strip()
+        or len(tenant_id) > MAX_TENANT_LENGTH
+        or not tenant_id.isprintable()  # NUL and other control characters: PostgreSQL refuses NUL in text
+    ):
         raise AppError(errors.MISSING_TENANT)
     subject = claims.get("sub")
-    exp = float(claims["exp"])
+    exp = _expiry(claims["exp"])
     principal = Principal(
         tenant_id=tenant_id,
         subject=subject if isinstance(subject, str) else None,
@@ -138,6 +147,17 @@ def _decode(token, config):
         expires_at=exp + config["JWT_LEEWAY_SECONDS"],
     )
     return principal, exp
+
+
+def _expiry(value):
+    """``exp`` as a float, refused past year 9999 (10**400 is a JSON integer PyJWT accepts, no float holds)."""
+    try:
+        exp = float(value)  # PyJWT checked that int(value) works: an int, a float or a numeric string
+    except OverflowError:
+        exp = math.inf
+    if not exp <= MAX_EXP:
+        raise AppError(errors.INVALID_TOKEN, "invalid token: exp is out of range")
+    return exp
 
 
 def bearer_token(header_value):

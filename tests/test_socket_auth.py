@@ -71,6 +71,8 @@ REFUSALS = [
     pytest.param({"token": mint_token(tenant_id=7)}, "missing tenant", "ANALYTICS_1004", id="numeric-tenant"),
     pytest.param({"token": mint_token(nbf=now() + 3600)}, "invalid token", "ANALYTICS_1002", id="not-yet-valid"),
     pytest.param({"token": mint_token(exp=None)}, "invalid token", "ANALYTICS_1002", id="no-exp"),
+    pytest.param({"token": mint_token(exp=10**400)}, "invalid token", "ANALYTICS_1002", id="exp-beyond-any-float"),
+    pytest.param({"token": mint_token(tenant_id="t\x00")}, "missing tenant", "ANALYTICS_1004", id="tenant-with-nul"),
     pytest.param(
         {"token": unsigned({"tenantId": "t1", "exp": now() + 3600})}, "invalid token", "ANALYTICS_1002", id="alg-none"
     ),
