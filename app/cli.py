@@ -52,7 +52,7 @@ def register_cli(app):
             point = metrics.parse_point(
                 {"entityId": entity_id, "metricName": metric_name, "value": value}, current_app.config["MAX_ID_LENGTH"]
             )
-            result = metrics.record_metrics(tenant, [point])
+            result = metrics.record_metrics(tenant, [point], current_app.config["MAX_METRICS_PER_ENTITY"])
         except AppError as exc:
             raise click.ClickException(f"{exc.error.code}: {exc.message}") from None
         click.echo(f"recorded {entity_id}.{metric_name} = {value} at seq {result['lastSeq']}")

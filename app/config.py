@@ -203,6 +203,7 @@ def load_config(instance_path):
         "POLL_MAX_BACKOFF": env_float("POLL_MAX_BACKOFF", 5.0, minimum=0.01),
         # REST
         "MAX_INGEST_BATCH": env_int("MAX_INGEST_BATCH", 1000, 1),
+        "MAX_METRICS_PER_ENTITY": env_int("MAX_METRICS_PER_ENTITY", 1000, 1),
         "MAX_CONTENT_LENGTH": env_int("MAX_REQUEST_BYTES", 1024 * 1024, 1024),
         # Demo
         "SIMULATOR": env_bool("SIMULATOR", False),

@@ -2,6 +2,7 @@
 
 import random
 
+from flask import current_app
 from sqlalchemy import select
 
 from app.background import BackgroundLoop
@@ -36,7 +37,8 @@ def seed_demo(tenant_id):
     entities.register_entity(tenant_id, DEMO_EVENT_ID, "event", "Demo Festival 2026", dashboard["id"])
     entities.register_entity(tenant_id, DEMO_VENUE_ID, "venue", "Demo Arena", None)
     now = optional_timestamp({}, "timestamp")
-    metrics.record_metrics(tenant_id, [MetricPoint(DEMO_EVENT_ID, n, v, now) for n, v in DEMO_START.items()])
+    points = [MetricPoint(DEMO_EVENT_ID, n, v, now) for n, v in DEMO_START.items()]
+    metrics.record_metrics(tenant_id, points, current_app.config["MAX_METRICS_PER_ENTITY"])
     return True
 
 
@@ -72,7 +74,7 @@ def simulate_step(tenant_id, rng):
             now,
         ),
     ]
-    metrics.record_metrics(tenant_id, points)
+    metrics.record_metrics(tenant_id, points, current_app.config["MAX_METRICS_PER_ENTITY"])
     return len(points)
 
 

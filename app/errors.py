@@ -32,6 +32,7 @@ NOT_FOUND = ErrorCode("ANALYTICS_1201", 404, "not found")
 CONFLICT = ErrorCode("ANALYTICS_1202", 409, "conflict")
 PAYLOAD_TOO_LARGE = ErrorCode("ANALYTICS_1203", 413, "payload too large")
 METHOD_NOT_ALLOWED = ErrorCode("ANALYTICS_1204", 405, "method not allowed")
+TOO_MANY_METRICS = ErrorCode("ANALYTICS_1205", 409, "too many metrics for one entity")
 UNAVAILABLE = ErrorCode("ANALYTICS_1300", 503, "service unavailable")
 
 CATALOGUE = (
@@ -51,6 +52,7 @@ CATALOGUE = (
     CONFLICT,
     PAYLOAD_TOO_LARGE,
     METHOD_NOT_ALLOWED,
+    TOO_MANY_METRICS,
     UNAVAILABLE,
 )
 

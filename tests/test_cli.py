@@ -217,3 +217,10 @@ def test_set_metric_refuses_bad_arguments(cli_runner, client, seeded, args):
     metrics = metrics_of(client, seeded, DEMO_EVENT)
     assert set(metrics) == {"ticketsSold", "checkIns", "occupancy", "revenue"}
     assert metrics["ticketsSold"]["value"] == 1200.0
+
+
+def test_set_metric_keeps_to_the_metric_names_cap(app, cli_runner, client, seeded, monkeypatch):
+    monkeypatch.setitem(app.config, "MAX_METRICS_PER_ENTITY", len(metrics_of(client, seeded, DEMO_EVENT)))
+    result = cli_runner.invoke(args=["set-metric", DEMO_EVENT, "aNewName", "1", "--tenant", seeded])
+    assert result.exit_code != 0
+    assert "ANALYTICS_1205" in result.stderr

@@ -13,7 +13,7 @@ def ingest_metrics():
     caller = principal("ingest", "admin")
     config = current_app.config
     points = metrics.parse_points(json_body(), config["MAX_INGEST_BATCH"], config["MAX_ID_LENGTH"])
-    return metrics.record_metrics(caller.tenant_id, points), 201
+    return metrics.record_metrics(caller.tenant_id, points, config["MAX_METRICS_PER_ENTITY"]), 201
 
 
 @bp.get("/entities/<entity_id>/metrics")

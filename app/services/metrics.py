@@ -1,9 +1,10 @@
 """Metric values: recording them (one or a batch, all or nothing) and reading current values."""
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 
 from app import errors
 from app.database import write_connection
@@ -45,9 +46,24 @@ def parse_point(payload, max_id_length):
 # finds its compiled form in the engine's cache, skipping ORM statement compilation.
 _entities = Entity.__table__
 _change_log = ChangeLog.__table__
+_values = MetricValue.__table__
 _ENTITY_TYPES = select(_entities.c.entity_id, _entities.c.entity_type).where(
     _entities.c.tenant_id == bindparam("tenant_id"),
     _entities.c.entity_id.in_(bindparam("entity_ids", expanding=True)),
+)
+# The metric names already recorded among a batch's, and the count of an entity's names (its primary-key prefix).
+_KNOWN_NAMES = select(_values.c.entity_id, _values.c.metric_name).where(
+    _values.c.tenant_id == bindparam("tenant_id"),
+    _values.c.entity_id.in_(bindparam("entity_ids", expanding=True)),
+    _values.c.metric_name.in_(bindparam("metric_names", expanding=True)),
+)
+_NAME_COUNTS = (
+    select(_values.c.entity_id, func.count())
+    .where(
+        _values.c.tenant_id == bindparam("tenant_id"),
+        _values.c.entity_id.in_(bindparam("entity_ids", expanding=True)),
+    )
+    .group_by(_values.c.entity_id)
 )
 # sort_by_parameter_order makes SQLAlchemy insert the rows in the order given (one
 # INSERT ... SELECT ... ORDER BY on PostgreSQL, one row at a time on SQLite).
@@ -73,12 +89,14 @@ def parse_points(body, max_batch, max_id_length):
     return points
 
 
-def record_metrics(tenant_id, points):
+def record_metrics(tenant_id, points, max_metrics_per_entity):
     """Append ``points`` to the change log in one transaction; return ``{accepted, lastSeq}``.
 
     Every entity must belong to the tenant (and match ``entityType`` when given),
-    else nothing is written and UNKNOWN_ENTITY names the first offender. The
-    database trigger moves ``metric_values`` to each new value.
+    else nothing is written and UNKNOWN_ENTITY names the first offender. A batch
+    that would give an entity more than ``max_metrics_per_entity`` distinct
+    metric names is refused whole with TOO_MANY_METRICS. The database trigger
+    moves ``metric_values`` to each new value.
     """
     with write_connection() as connection:
         wanted = sorted({p.entity_id for p in points})
@@ -87,6 +105,7 @@ def record_metrics(tenant_id, points):
             known_type = types.get(point.entity_id)
             if known_type is None or (point.entity_type is not None and point.entity_type != known_type):
                 raise AppError(errors.UNKNOWN_ENTITY, f"unknown entity {point.entity_id!r}")
+        _check_metric_names(connection, tenant_id, points, max_metrics_per_entity)
         rows = [
             {
                 "tenant_id": tenant_id,
@@ -103,6 +122,33 @@ def record_metrics(tenant_id, points):
         seqs = connection.execute(_INSERT_CHANGES, rows).scalars().all()
     change_committed.send()
     return ingest_result(len(points), max(seqs))
+
+
+def _check_metric_names(connection, tenant_id, points, limit):
+    """Refuse the batch if it would give an entity more than ``limit`` distinct metric names.
+
+    The usual batch writes names the entity has already: one primary-key lookup
+    shows it, and only a batch with new names counts the entity's names. Two
+    concurrent batches with new names may together pass the limit by what they add.
+    """
+    given = {(p.entity_id, p.metric_name) for p in points}
+    params = {
+        "tenant_id": tenant_id,
+        "entity_ids": sorted({entity_id for entity_id, _ in given}),
+        "metric_names": sorted({name for _, name in given}),
+    }
+    new = given - set(connection.execute(_KNOWN_NAMES, params).all())
+    if not new:
+        return
+    adding = Counter(entity_id for entity_id, _ in new)
+    params["entity_ids"] = sorted(adding)
+    counts = dict(connection.execute(_NAME_COUNTS, params).all())
+    for entity_id in sorted(adding):
+        if counts.get(entity_id, 0) + adding[entity_id] > limit:
+            raise AppError(
+                errors.TOO_MANY_METRICS,
+                f"entity {entity_id!r} would have more than {limit} metric names (MAX_METRICS_PER_ENTITY)",
+            )
 
 
 def current_metrics(tenant_id, entity_id):

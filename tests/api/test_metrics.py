@@ -357,3 +357,40 @@ def test_body_that_is_not_json_is_400(admin_api, data, content_type, fragment):
     headers = {"Content-Type": content_type} if content_type else {}
     response = admin_api.call("POST", "/metrics", data=data, headers=headers)
     assert_error(response, 400, "ANALYTICS_1200", fragment)
+
+
+# --- distinct metric names per entity (MAX_METRICS_PER_ENTITY) ----------------------------------------------------
+
+
+def names(entity_id, *metric_names, value=1):
+    return {"metrics": [{"entityId": entity_id, "metricName": name, "value": value} for name in metric_names]}
+
+
+def test_an_entity_takes_at_most_a_thousand_metric_names_by_default(admin_api, entity):
+    entity_id, _ = entity
+    admin_api.call("POST", "/metrics", 201, json=names(entity_id, *(f"m{n}" for n in range(1000))))
+    *_, response = admin_api.request("POST", "/metrics", json=names(entity_id, "one-more"))
+    assert_error(response, 409, "ANALYTICS_1205", "1000")
+    assert len(metrics_of(admin_api, entity_id)) == 1000
+    admin_api.call("POST", "/metrics", 201, json=names(entity_id, "m0", "m999", value=2))  # known names still update
+
+
+def test_a_batch_over_the_cap_writes_nothing(app, admin_api, entity, monkeypatch):
+    monkeypatch.setitem(app.config, "MAX_METRICS_PER_ENTITY", 3)
+    entity_id, _ = entity
+    other = unique("event")
+    admin_api.put_entity(other, "event")
+    admin_api.call("POST", "/metrics", 201, json=names(entity_id, "a", "b"))
+    batch = names(entity_id, "a", "c", "d", value=5)["metrics"] + names(other, "x")["metrics"]
+    *_, response = admin_api.request("POST", "/metrics", json={"metrics": batch})
+    assert_error(response, 409, "ANALYTICS_1205", repr(entity_id))
+    assert {name: m["value"] for name, m in metrics_of(admin_api, entity_id).items()} == {"a": 1, "b": 1}
+    assert metrics_of(admin_api, other) == {}
+    admin_api.call("POST", "/metrics", 201, json=names(entity_id, "a", "b", "c", value=7))  # exactly the cap
+    assert set(metrics_of(admin_api, entity_id)) == {"a", "b", "c"}
+
+
+def test_the_cap_counts_a_name_given_twice_in_a_batch_once(app, admin_api, entity, monkeypatch):
+    monkeypatch.setitem(app.config, "MAX_METRICS_PER_ENTITY", 2)
+    entity_id, _ = entity
+    admin_api.call("POST", "/metrics", 201, json=names(entity_id, "a", "b", "a", "b"))
