@@ -34,6 +34,14 @@ SUBSCRIPTIONS = Gauge(
     ["namespace"],
     multiprocess_mode="livesum",
 )
+REFUSED_MESSAGES = Counter(
+    "analytics_socket_refused_messages_total",
+    "Client messages refused, their connection closed, by reason: too_large (over SOCKET_MAX_MESSAGE_BYTES, "
+    "refused by its frame header), binary (binary frames, events or acks), protocol (unmasked or malformed "
+    "frames), utf8 (text that is not UTF-8), malformed (Socket.IO packets that do not decode, or that no "
+    "client sends).",
+    ["reason"],
+)
 PACKETS_WRITTEN = Counter(
     "analytics_socketio_packets_written_total",
     "Packets handed to sockets, by path: direct (written at once to an idle websocket) or queued "
@@ -134,6 +142,7 @@ class SocketSampler(BackgroundLoop):
     def __init__(self, sio, interval=SOCKET_SAMPLE_INTERVAL):
         super().__init__(sio, interval)
         self._written = {"direct": 0, "queued": 0}
+        self._refused = {}
 
     def step(self):
         """Count the sockets and subscriptions of every registered namespace, and the packets written."""
@@ -147,6 +156,10 @@ class SocketSampler(BackgroundLoop):
         for path, count in counts.items():
             PACKETS_WRITTEN.labels(path).inc(count - self._written[path])
         self._written = counts
+        refused = self._sio.refused_counts()
+        for reason, count in refused.items():
+            REFUSED_MESSAGES.labels(reason).inc(count - self._refused.get(reason, 0))
+        self._refused = refused
 
 
 def count_emit(event, data, namespace):

@@ -117,6 +117,7 @@ class RecordingClient:
         self.client = socketio.Client(**{**options, **client_options})
         self._record_in_wire_order()
         self.events = []
+        self.arrived = []  # time.monotonic() of each of self.events
         self.connect_errors = []
         self.disconnects = []
         self.connects = 0
@@ -156,6 +157,7 @@ class RecordingClient:
         def record(*args):
             with self._cond:
                 self.events.append((name, args[0] if len(args) == 1 else args))
+                self.arrived.append(time.monotonic())
                 self._cond.notify_all()
 
         return record
@@ -209,6 +211,11 @@ class RecordingClient:
         """Every payload of event ``name`` received so far."""
         with self._cond:
             return [data for event, data in self.events if event == name]
+
+    def arrivals(self, name):
+        """The ``time.monotonic()`` at which each event ``name`` arrived."""
+        with self._cond:
+            return [at for (event, _), at in zip(self.events, self.arrived, strict=True) if event == name]
 
     def wait_for(self, name, predicate=None, timeout=DEFAULT_TIMEOUT, after=0):
         """Wait for an event ``name`` (after index ``after``) whose payload satisfies ``predicate``."""

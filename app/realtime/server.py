@@ -15,6 +15,7 @@ from app.realtime.expiry import TokenExpiryWatch
 from app.realtime.fanout import FanOut
 from app.realtime.namespaces import namespaces_for
 from app.realtime.poller import ChangePoller
+from app.realtime.rooms import DASHBOARD_NAMESPACE, UPDATES_NAMESPACE
 from app.telemetry import observe_notification_lag
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class Realtime:
             cors_allowed_origins=config["CORS_ALLOWED_ORIGINS"],
             # Events of one socket run in arrival order (subscribe before unsubscribe).
             async_handlers=False,
+            # Only our namespaces: python-socketio also accepts "/" unless told otherwise.
+            namespaces=[DASHBOARD_NAMESPACE, UPDATES_NAMESPACE],
             # Clients only send small subscribe/unsubscribe messages; a larger one closes the connection.
             max_http_buffer_size=config["SOCKET_MAX_MESSAGE_BYTES"],
             ping_interval=config["SOCKET_PING_INTERVAL"],

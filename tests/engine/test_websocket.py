@@ -15,23 +15,46 @@ from app.realtime.engine.eio import EngineServer
 from app.realtime.engine.server import SocketServer
 from app.realtime.engine.websocket import PacketWriter, WebSocketTransport, text_frame
 from testkit import DEFAULT_TIMEOUT
+from testkit.hostile import OPCODE_CLOSE, OPCODE_TEXT, frame
+
+
+class ClientFrames:
+    """The client's side of the websocket's input: each message put is written as a masked frame."""
+
+    def __init__(self):
+        self._server_side, self._client_side = gevent.socket.socketpair()
+        self.stream = self._server_side.makefile("rb")
+
+    def put(self, text):
+        """Send ``text`` as one text frame, or a close frame for None."""
+        if text is None:
+            self._client_side.sendall(frame(OPCODE_CLOSE, b""))
+        else:
+            self._client_side.sendall(frame(OPCODE_TEXT, text))
+
+    def close(self):
+        self.stream.close()
+        self._server_side.close()
+        self._client_side.close()
 
 
 class FakeWebSocket:
-    """What the transport uses of gevent-websocket's WebSocket; the client's messages come from ``incoming``."""
+    """What the transport uses of gevent-websocket's WebSocket; the client's frames come from ``incoming``."""
 
     def __init__(self, sock):
         self.handler = type("Handler", (), {"socket": sock})()
-        self.incoming = gevent.queue.Queue()
+        self.incoming = ClientFrames()
+        self.stream = self.incoming.stream
         self.sent = []  # what the transport sent through ws.send (the probe's PONG)
+        self.frames_sent = []  # (opcode, payload) sent through ws.send_frame (close frames, pongs)
         self.closed = False
         self.raw_write = None  # the transport puts its output buffer's write here
 
-    def receive(self):
-        return self.incoming.get()
-
     def send(self, message, binary=False):
         self.sent.append(message)
+
+    def send_frame(self, message, opcode):
+        self.frames_sent.append((opcode, message))
 
     def close(self):
         self.closed = True
@@ -59,6 +82,13 @@ def read_frames(sock, count):
     return frames
 
 
+def served_until(condition):
+    """Let the transport's greenlet read what the client sent until ``condition()`` holds."""
+    with gevent.Timeout(DEFAULT_TIMEOUT):
+        while not condition():
+            gevent.sleep(0.001)
+
+
 def message(text):
     return packet.Packet(packet.MESSAGE, text)
 
@@ -73,6 +103,7 @@ def upgrading():
     server_side, peer = gevent.socket.socketpair()
     ws = FakeWebSocket(server_side)
     yield eio_socket, ws, peer
+    ws.incoming.close()
     server_side.close()
     peer.close()
 
@@ -84,13 +115,13 @@ def test_packets_sent_before_during_and_after_the_upgrade_arrive_once_in_order(u
     transport = WebSocketTransport(eio_socket._websocket_handler, eio_socket.server)
     serving = gevent.spawn(transport.serve, {"wsgi.websocket": ws}, None)
     ws.incoming.put("2probe")
-    gevent.sleep(0)
+    served_until(lambda: ws.sent)
     assert ws.sent == ["3probe"]
     assert eio_socket.upgrading
     eio_socket.send(message("during"))  # held in engine.io's queue while upgrading
     assert eio_socket.server.connections.outputs == {}, "nothing is written directly before the upgrade completes"
     ws.incoming.put("5")  # UPGRADE
-    gevent.sleep(0)
+    served_until(lambda: not eio_socket.upgrading)
     assert isinstance(eio_socket.queue, PacketWriter)
     assert eio_socket.server.connections.outputs == {"sid-1": transport.output}
     eio_socket.send(message("after"))  # written at once, behind everything queued before

@@ -148,6 +148,15 @@ UPSTREAM = (
         "3f509586d2d7f47e",
         "the shape of manager.rooms: {namespace: {room: bidict(sid -> eio_sid)}}.",
     ),
+    Upstream(
+        "python-socketio",
+        "socketio.server:Server._handle_eio_message",
+        "65f309c138d634eb",
+        "server.SocketServer._handle_eio_message overrides it to refuse binary packets (types 5, 6) and binary "
+        "attachments and packets that do not decode, then calls it; it keeps a binary packet in Server._binary_packet "
+        "until its attachments came. server.SocketServer.refuse closes the refused engine.io socket as "
+        "engineio.Server.disconnect does (pop from eio.sockets, Socket.close), but with wait=False.",
+    ),
     # --- gevent-websocket and gevent: frames, the handler, the output buffer ---------------------------------------
     Upstream(
         "gevent-websocket",
@@ -173,6 +182,34 @@ UPSTREAM = (
         "geventwebsocket.websocket:Header.encode_header",
         "14e5dfd8e3b6d960",
         "websocket.text_frame builds a text frame's header with it (with WebSocket.OPCODE_TEXT).",
+    ),
+    Upstream(
+        "gevent-websocket",
+        "geventwebsocket.websocket:WebSocket.receive",
+        "77a160f1e59d90c0",
+        "frames.MessageReader.receive stands in for it (WebSocketTransport._receive calls the reader instead), "
+        "with the same result: the next text message, or None once closed.",
+    ),
+    Upstream(
+        "gevent-websocket",
+        "geventwebsocket.websocket:WebSocket.read_message",
+        "4f7e79b76a8e8fca",
+        "frames.MessageReader._read_message repeats its opcode rules (text, continuation, ping, pong, close), with "
+        "the size limit checked on each frame header and binary messages refused.",
+    ),
+    Upstream(
+        "gevent-websocket",
+        "geventwebsocket.websocket:WebSocket.read_frame",
+        "ab47353ea877d381",
+        "frames.MessageReader._read_payload repeats it (reads header.length bytes from ws.stream, unmasks) and "
+        "refuses unmasked frames, which this does not.",
+    ),
+    Upstream(
+        "gevent-websocket",
+        "geventwebsocket.websocket:Header.decode_header",
+        "c4197b5c1bab821b",
+        "frames.MessageReader parses frame headers with it: reads only the header from ws.stream, sets "
+        "header.mask to b'' when the frame is not masked, raises ProtocolError for a bad control frame.",
     ),
     Upstream(
         "gevent-websocket",

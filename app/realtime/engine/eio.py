@@ -1,5 +1,7 @@
 """The Engine.IO server: python-engineio's, with one heartbeat loop and one registry of per-socket state."""
 
+from collections import Counter
+
 import engineio
 from engineio.socket import Socket
 
@@ -13,14 +15,16 @@ class Connections:
     written to it at once (from the end of its upgrade until it closes); a
     broadcast looks each recipient up here once. ``waiting``: the sockets that
     may have packets waiting (in a websocket's output buffer or a polling
-    socket's queue) since ``BacklogWatch`` last looked.
+    socket's queue) since ``BacklogWatch`` last looked. ``refused``: how many
+    client messages were refused and their connection closed, by reason.
     """
 
-    __slots__ = ("outputs", "waiting")
+    __slots__ = ("outputs", "refused", "waiting")
 
     def __init__(self):
         self.outputs = {}
         self.waiting = set()
+        self.refused = Counter()
 
     def attach(self, sid, output):
         """Packets for ``sid`` may be written to ``output`` at once from now on."""

@@ -6,6 +6,7 @@ nothing outside this package reads python-socketio's room bookkeeping.
 """
 
 import contextlib
+import logging
 
 import socketio
 from engineio import packet
@@ -13,6 +14,31 @@ from socketio import packet as socketio_packet
 
 from app.realtime.engine.eio import EngineServer
 from app.realtime.engine.websocket import text_frame, websocket_driver
+
+log = logging.getLogger(__name__)
+
+#: The first character of a Socket.IO BINARY_EVENT or BINARY_ACK packet.
+BINARY_PACKET_TYPES = (str(socketio_packet.BINARY_EVENT), str(socketio_packet.BINARY_ACK))
+
+
+#: What a client may send: CONNECT, DISCONNECT, EVENT and ACK.
+CLIENT_PACKET_TYPES = tuple(
+    str(kind)
+    for kind in (socketio_packet.CONNECT, socketio_packet.DISCONNECT, socketio_packet.EVENT, socketio_packet.ACK)
+)
+
+
+def _well_formed(packet_class, data):
+    """True when ``data`` decodes to a packet a client may send, an EVENT with a string event name first."""
+    if data[:1] not in CLIENT_PACKET_TYPES:
+        return False
+    try:
+        pkt = packet_class(encoded_packet=data)
+    except Exception:  # whatever decoding client input raises (ValueError, IndexError, RecursionError, ...)
+        return False
+    if pkt.packet_type == socketio_packet.EVENT:
+        return isinstance(pkt.data, list) and bool(pkt.data) and isinstance(pkt.data[0], str)
+    return True
 
 
 class SocketServer(socketio.Server):
@@ -37,6 +63,38 @@ class SocketServer(socketio.Server):
 
     def _engineio_server_class(self):
         return EngineServer  # pings from one greenlet, not one per socket (heartbeat.py)
+
+    # --- receiving ------------------------------------------------------------------------------------------------
+
+    def _handle_eio_message(self, eio_sid, data):
+        """python-socketio's dispatch of a client message, refusing binary and malformed packets.
+
+        python-socketio keeps a binary event's attachments until as many arrived
+        as its header announced, in memory, for as long as the client sends
+        them; our clients only send JSON. A packet it cannot decode raises, and
+        engine.io logs a traceback for it. Either ends the connection instead
+        (as Node's socket.io does on a parse error), counted by reason and logged
+        once, without a traceback.
+        """
+        if not isinstance(data, str) or data[:1] in BINARY_PACKET_TYPES:
+            self.refuse(eio_sid, "binary")
+            return
+        if not _well_formed(self.packet_class, data):
+            self.refuse(eio_sid, "malformed")
+            return
+        super()._handle_eio_message(eio_sid, data)
+
+    def refuse(self, eio_sid, reason):
+        """End the connection ``eio_sid`` for a message refused for ``reason``; count it and log it.
+
+        Without waiting: ``engineio.Server.disconnect`` waits until a polling
+        client fetched the close packet, which a hostile one never does.
+        """
+        self.eio.connections.refused[reason] += 1
+        log.info("closed connection %s: it sent a %s packet", eio_sid, reason)
+        eio_socket = self.eio.sockets.pop(eio_sid, None)
+        if eio_socket is not None:
+            eio_socket.close(wait=False, abort=True, reason=self.eio.reason.SERVER_DISCONNECT)
 
     # --- emitting -------------------------------------------------------------------------------------------------
 
@@ -162,6 +220,10 @@ class SocketServer(socketio.Server):
             )
             counts[namespace] = (len(connected), subscriptions)
         return counts
+
+    def refused_counts(self):
+        """``{reason: count}`` of the client messages refused so far (their connections were closed)."""
+        return dict(self.eio.connections.refused)
 
     def holds_session(self, eio_sid):
         """True when this process holds the Engine.IO session ``eio_sid``."""

@@ -23,6 +23,7 @@ from engineio import packet
 from geventwebsocket.exceptions import WebSocketError
 from geventwebsocket.websocket import Header, WebSocket
 
+from app.realtime.engine.frames import CLOSE_NORMAL, MessageReader
 from app.realtime.engine.output import OutputBuffer
 
 log = logging.getLogger(__name__)
@@ -51,11 +52,12 @@ class WebSocketTransport:
     already "closing", and a packet sent meanwhile is written either way.)
     """
 
-    __slots__ = ("_eio_socket", "_ws", "output")
+    __slots__ = ("_eio_socket", "_reader", "_ws", "output")
 
     def __init__(self, handler, server):
         self._eio_socket = handler.__self__  # the engine.io Socket whose _websocket_handler this stands in for
         self._ws = None
+        self._reader = None
         self.output = None
 
     def serve(self, environ, start_response):
@@ -69,6 +71,7 @@ class WebSocketTransport:
         output = OutputBuffer(ws.handler.socket, connections.waiting, sid)
         ws.raw_write = output.write  # frames, pongs and the close frame all take the buffer
         self._ws = ws
+        self._reader = MessageReader(ws, eio_socket.server.max_http_buffer_size, connections.refused)
         self.output = output
         try:
             return self._serve()
@@ -132,11 +135,9 @@ class WebSocketTransport:
 
     def _receive(self):
         """The next engine.io packet from the client, or None once the websocket is closed."""
-        data = self._ws.receive()
+        data = self._reader.receive()  # within the size limit, refused by the frame header before it is read
         if data is None:
             return None
-        if len(data) > self._eio_socket.server.max_http_buffer_size:
-            raise ValueError("packet is too large")
         return packet.Packet(encoded_packet=data)
 
     def write_packet(self, pkt):
@@ -150,10 +151,9 @@ class WebSocketTransport:
             self.close()
 
     def close(self):
-        """Send the close frame and let go of the websocket (once)."""
+        """Send the close frame (1000, normal closure) and let go of the websocket (once)."""
         self._eio_socket.server.connections.detach(self._eio_socket.sid)
-        if not self._ws.closed:
-            self._ws.close()
+        self._reader.close(CLOSE_NORMAL)
 
 
 def websocket_driver(handler, server):

@@ -1,0 +1,208 @@
+"""Hostile clients against a live server, each with a well-behaved bystander checked during the attack.
+
+The attackers speak raw websocket frames (``testkit.hostile.RawWebSocket``):
+python-socketio and socket.io-client refuse to send what these send. The
+bystander (``testkit.hostile.Bystander``) is a subscriber in a tenant of its
+own, getting a metric written every 50 ms, and a loop asking ``/healthz``:
+after each attack, every value written must have arrived, in order, and neither
+may have stopped for more than half a second.
+"""
+
+import json
+import threading
+
+import pytest
+import requests
+
+from testkit import (
+    DEFAULT_TIMEOUT,
+    log_size,
+    logged,
+    metric_value,
+    mint_token,
+    tenant_with_entity,
+    wait_for_log,
+    wait_for_metric,
+)
+from testkit.hostile import (
+    OPCODE_BINARY,
+    OPCODE_CONTINUATION,
+    OPCODE_TEXT,
+    Bystander,
+    RawWebSocket,
+    frame,
+    frame_header,
+)
+
+pytestmark = pytest.mark.backends("sqlite")
+
+MESSAGE_LIMIT = 64 * 1024  # SOCKET_MAX_MESSAGE_BYTES's default
+
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_INVALID_DATA = 1007
+CLOSE_TOO_BIG = 1009
+
+
+REFUSED = "analytics_socket_refused_messages_total"
+
+
+def stream_payload(ws, size, chunk=1024 * 1024):
+    """Send ``size`` bytes of payload from a thread of its own, until done or the server closes."""
+
+    def send():
+        block = b"a" * chunk
+        sent = 0
+        try:
+            while sent < size:
+                ws.send(block[: size - sent])
+                sent += chunk
+        except OSError:
+            pass  # the server closed the connection: what it should do
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_frame_over_the_limit_is_refused_by_its_header(live_server):
+    with Bystander(live_server.url) as bystander:
+        attacker = RawWebSocket(live_server.url)
+        attacker.send(frame_header(OPCODE_TEXT, 20 * 1024 * 1024))
+        sender = stream_payload(attacker, 20 * 1024 * 1024)
+        assert attacker.close_code() == CLOSE_TOO_BIG
+        sender.join()
+        attacker.close()
+        bystander.check()
+
+
+def test_continuation_frames_count_towards_one_message(live_server):
+    with Bystander(live_server.url) as bystander:
+        attacker = RawWebSocket(live_server.url)
+        piece = MESSAGE_LIMIT // 2
+        attacker.send(frame(OPCODE_TEXT, b"4" + b"a" * (piece - 1), fin=False))
+        attacker.send(frame(OPCODE_CONTINUATION, b"a" * piece, fin=False))
+        attacker.send(frame_header(OPCODE_CONTINUATION, 10, fin=True))  # one frame over: refused on its header
+        assert attacker.close_code() == CLOSE_TOO_BIG
+        attacker.close()
+        bystander.check()
+
+
+def test_a_message_within_the_limit_split_in_frames_is_served(live_server):
+    tenant, _ = tenant_with_entity(live_server.url)
+    client = RawWebSocket(live_server.url)
+    connect = "40/dashboard," + json.dumps({"token": mint_token(tenant)})
+    half = len(connect) // 2
+    client.send(frame(OPCODE_TEXT, connect[:half], fin=False))
+    client.send(frame(OPCODE_CONTINUATION, connect[half:], fin=True))
+    opcode, payload = client.read_frame()
+    assert (opcode, payload[:14]) == (OPCODE_TEXT, b"40/dashboard,{"), payload
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("attack", "code", "reason"),
+    [
+        (frame(OPCODE_TEXT, "40/dashboard,", masked=False), CLOSE_PROTOCOL_ERROR, "protocol"),
+        (frame(OPCODE_BINARY, b"\x00" * 60_000), CLOSE_UNSUPPORTED_DATA, "binary"),
+        (frame(OPCODE_TEXT, b"4\xff\xfe"), CLOSE_INVALID_DATA, "utf8"),
+        (frame(OPCODE_CONTINUATION, b"a"), CLOSE_PROTOCOL_ERROR, "protocol"),
+        (frame_header(OPCODE_TEXT, MESSAGE_LIMIT + 1), CLOSE_TOO_BIG, "too_large"),
+    ],
+    ids=["unmasked", "binary", "not-utf8", "continuation-first", "too-large"],
+)
+def test_frames_against_the_protocol_close_the_websocket_with_a_reason(live_server, attack, code, reason):
+    before = metric_value(live_server.url, REFUSED, reason=reason)
+    attacker = RawWebSocket(live_server.url)
+    attacker.send(attack)
+    assert attacker.close_code() == code
+    attacker.close()
+    wait_for_metric(live_server.url, REFUSED, before + 1, at_least=True, reason=reason)
+
+
+def test_namespace_root_is_refused(live_server):
+    attacker = RawWebSocket(live_server.url)
+    attacker.send_text("40")
+    _, payload = attacker.read_frame()
+    assert payload == b'44"Unable to connect"'  # CONNECT_ERROR: only /dashboard and /analytics/dashboard exist
+    attacker.send_text("40/elsewhere,")
+    _, payload = attacker.read_frame()
+    assert payload == b'44/elsewhere,"Unable to connect"'
+    attacker.close()
+
+
+def test_binary_events_without_a_token_end_the_connection(live_server):
+    with Bystander(live_server.url) as bystander:
+        attacker = RawWebSocket(live_server.url)
+        attacker.send_text('451000000-["x",{"_placeholder":true,"num":0}]')
+        sender = threading.Thread(target=_send_attachments, args=(attacker,), daemon=True)
+        sender.start()
+        assert attacker.close_code() is not None
+        assert attacker.connected_until_closed()
+        sender.join()
+        attacker.close()
+        bystander.check()
+
+
+def test_binary_events_of_a_connected_client_end_its_connection(live_server):
+    tenant, _ = tenant_with_entity(live_server.url)
+    with Bystander(live_server.url) as bystander:
+        attacker = RawWebSocket(live_server.url)
+        attacker.send_text("40/dashboard," + json.dumps({"token": mint_token(tenant)}))
+        _, payload = attacker.read_frame()
+        assert payload.startswith(b"40/dashboard,{"), payload
+        attacker.send_text('451-/dashboard,["subscribe",{"_placeholder":true,"num":0}]')
+        assert attacker.close_code() is not None
+        assert attacker.connected_until_closed()
+        attacker.close()
+        bystander.check()
+
+
+def _send_attachments(ws, count=200):
+    """60 KB binary frames, as many as the server takes (it should take none)."""
+    try:
+        for _ in range(count):
+            ws.send(frame(OPCODE_BINARY, b"\x00" * 60_000))
+    except OSError:
+        pass
+
+
+def _send_quietly(ws, data, count):
+    """Send ``data`` ``count`` times, stopping when the server closes the connection."""
+    try:
+        for _ in range(count):
+            ws.send(data)
+    except OSError:
+        pass
+
+
+@pytest.mark.parametrize(
+    "packet",
+    ["42[", '42["a"', "42" + "[" * 10_000 + "]" * 10_000, '42/dashboard,[{"an":"object"}]', "42/dashboard,[]", "47"],
+    ids=["cut-json", "unclosed-list", "nested-10000-deep", "event-name-object", "no-event-name", "unknown-type"],
+)
+def test_malformed_packets_close_the_connection_without_a_traceback(live_server, packet):
+    mark = log_size(live_server)
+    before = metric_value(live_server.url, REFUSED, reason="malformed")
+    with Bystander(live_server.url) as bystander:
+        attacker = RawWebSocket(live_server.url)
+        _send_quietly(attacker, frame(OPCODE_TEXT, packet), 3000)
+        assert attacker.close_code() is not None
+        attacker.close()
+        bystander.check()
+    wait_for_metric(live_server.url, REFUSED, before + 1, at_least=True, reason="malformed")
+    wait_for_log(live_server, "sent a malformed packet", after=mark)
+    assert not logged(live_server, "Traceback", after=mark)
+
+
+def test_binary_data_over_long_polling_ends_the_session(live_server):
+    base = live_server.url + "/socket.io/?EIO=4&transport=polling"
+    session = requests.Session()
+    opened = session.get(base, timeout=DEFAULT_TIMEOUT)
+    sid = json.loads(opened.text[1:])["sid"]
+    url = f"{base}&sid={sid}"
+    assert session.post(url, data="40/dashboard,", timeout=DEFAULT_TIMEOUT).status_code == 200
+    assert session.post(url, data="bAAECAw==", timeout=DEFAULT_TIMEOUT).status_code == 200  # an attachment
+    answers = [session.get(url, timeout=DEFAULT_TIMEOUT) for _ in range(3)]
+    assert any(a.status_code == 400 for a in answers), [(a.status_code, a.text[:80]) for a in answers]
+    session.close()
