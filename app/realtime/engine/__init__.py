@@ -12,6 +12,7 @@ Before upgrading any of those libraries, re-read what ``compat.py`` lists.
 - ``eio.EngineServer`` and ``eio.Connections``: python-engineio's server, one heartbeat
   loop (``heartbeat.PingScheduler``), one registry of per-socket state;
 - ``websocket``: the websocket transport without a writer greenlet, and the queue stand-in;
+- ``frames.MessageReader``: the client's websocket messages, read within the size limit;
 - ``output.OutputBuffer``: ordered, never-blocking writes (TLS-safe);
 - ``handler.ConnectionHandler``: gevent-websocket's handler, lighter, refusing upgrades over HTTP;
 - ``backlog.BacklogWatch``: cuts off sockets that stopped reading;
