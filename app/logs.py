@@ -20,6 +20,13 @@ CONTEXT_FIELDS = ("request_id", "sid", "namespace")
 _request_id = ContextVar("request_id", default=None)
 _socket = ContextVar("socket", default=(None, None))
 
+#: Query parameters that carry a credential: a polling session id is one (whoever has it reads and acts as that
+#: session), tokens are. Logs keep the first SID_PREFIX characters of a sid (to follow a session), nothing of a token.
+SECRET_QUERY = re.compile(r"([?&](sid|token|access_token|auth)=)([^&\s\"]*)", re.IGNORECASE)
+SID_PREFIX = 6
+#: Control characters (a newline in a token's header would forge a line of the text log).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: Field names of a JSON line; gunicorn.conf.py formats gunicorn's own lines the same way.
 JSON_FIELDS = "%(levelname)s %(name)s %(process)d %(message)s"
@@ -37,11 +44,36 @@ class _ContextFilter(logging.Filter):
         return True
 
 
+def short_sid(sid):
+    """An Engine.IO session id as logs show it: enough to follow a session, not enough to act as it."""
+    return f"{sid[:SID_PREFIX]}..." if sid else "-"
+
+
+def redact_query(text):
+    """``text`` (a URL or a request line) with the credentials in its query string cut out."""
+
+    def redact(match):
+        prefix, name, value = match.groups()
+        kept = short_sid(value) if name.lower() == "sid" and value else "[redacted]"
+        return prefix + kept
+
+    return SECRET_QUERY.sub(redact, text)
+
+
+def escape_control_characters(text):
+    """Control characters as ``\\n``, ``\\x1b``, ...: one log record stays one line."""
+    return CONTROL_CHARACTERS.sub(lambda match: repr(match.group())[1:-1], text)
+
+
 class _TextFormatter(logging.Formatter):
-    """The plain format, with ``[request_id=... sid=... namespace=...]`` at the end when known."""
+    """The plain format, with ``[request_id=... sid=... namespace=...]`` at the end when known.
+
+    Control characters in the message are escaped, so that what a client sent can never
+    start a line of its own (a traceback, added after, keeps its lines).
+    """
 
     def formatMessage(self, record):
-        line = super().formatMessage(record)
+        line = escape_control_characters(super().formatMessage(record))
         context = " ".join(f"{name}={getattr(record, name)}" for name in CONTEXT_FIELDS if hasattr(record, name))
         return f"{line} [{context}]" if context else line
 

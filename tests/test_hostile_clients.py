@@ -8,14 +8,17 @@ after each attack, every value written must have arrived, in order, and neither
 may have stopped for more than half a second.
 """
 
+import base64
 import json
 import threading
 
 import pytest
 import requests
+import socketio
 
 from testkit import (
     DEFAULT_TIMEOUT,
+    RecordingClient,
     log_size,
     logged,
     metric_value,
@@ -206,3 +209,35 @@ def test_binary_data_over_long_polling_ends_the_session(live_server):
     answers = [session.get(url, timeout=DEFAULT_TIMEOUT) for _ in range(3)]
     assert any(a.status_code == 400 for a in answers), [(a.status_code, a.text[:80]) for a in answers]
     session.close()
+
+
+# --- what the logs keep of what a client sent ---------------------------------------------------------------------
+
+
+def test_request_lines_keep_no_polling_sid_and_no_token(live_server):
+    mark = log_size(live_server)
+    base = live_server.url + "/socket.io/?EIO=4&transport=polling"
+    session = requests.Session()
+    sid = json.loads(session.get(base + "&token=secret-in-the-url", timeout=DEFAULT_TIMEOUT).text[1:])["sid"]
+    session.post(f"{base}&sid={sid}", data="40/dashboard,", timeout=DEFAULT_TIMEOUT)
+    session.close()
+    wait_for_log(live_server, f"sid={sid[:6]}...", after=mark)
+    assert not logged(live_server, sid, after=mark)
+    assert not logged(live_server, "secret-in-the-url", after=mark)
+
+
+def test_a_newline_in_a_token_cannot_forge_a_log_line(live_server):
+    mark = log_size(live_server)
+    forged = "2026-01-01 00:00:00,000 CRITICAL app: forged"
+    header = base64.urlsafe_b64encode(json.dumps({"alg": f"HS256\n{forged}", "typ": "JWT"}).encode()).rstrip(b"=")
+    token = header.decode() + ".e30.c2ln"
+    answer = requests.get(
+        live_server.url + "/api/v1/dashboards", headers={"Authorization": f"Bearer {token}"}, timeout=DEFAULT_TIMEOUT
+    )
+    assert answer.status_code == 401
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        RecordingClient().connect(live_server.url, token)
+    wait_for_log(live_server, "forged", after=mark)
+    with open(live_server.log_path, encoding="utf-8", errors="replace") as log:
+        log.seek(mark)
+        assert not [line for line in log if line.startswith(forged)]

@@ -158,6 +158,11 @@ class Nginx:
             time.sleep(0.02)
 
 
+def logged_sid(sid):
+    """What the access log keeps of a polling session id (deploy/nginx: $analytics_sid_prefix)."""
+    return f"{sid[:6]}..."
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -243,8 +248,8 @@ def test_python_client_session_stays_on_one_backend(cluster, transports, methods
     # Polls and posts (namespace connect, subscribe, disconnect) carry the session id, and so does
     # the upgrade, whose entry is written when the WebSocket closes. Every one went to one backend.
     last_status = 101 if final_transport == "websocket" else 200
-    nginx.wait_for_log(lambda e: f"sid={sid}" in e["uri"] and e["status"] == last_status, "the last request")
-    session = [e for e in nginx.log_entries() if f"sid={sid}" in e["uri"]]
+    nginx.wait_for_log(lambda e: e["sid"] == logged_sid(sid) and e["status"] == last_status, "the last request")
+    session = [e for e in nginx.log_entries() if e["sid"] == logged_sid(sid)]
     assert {e["method"] for e in session} == methods, session
     assert len({e["upstream"] for e in session}) == 1, session
     statuses = [e["status"] for e in session]
@@ -287,8 +292,8 @@ def test_a_polling_session_needs_the_hash_line(cluster, tmp_path, sticky):
     with running_nginx(tmp_path / "nginx", backends, sticky=sticky) as nginx:
         tenant, _ = tenant_with_entity(nginx.url)
         sid, statuses, last_body = polling_connect(nginx.url, mint_token(tenant))
-        session = nginx.wait_for_log(lambda e: f"sid={sid}" in e["uri"], "the session's requests")
-        handshake = [e for e in nginx.log_entries() if e["uri"].startswith("/socket.io/") and "sid=" not in e["uri"]]
+        session = nginx.wait_for_log(lambda e: e["sid"] == logged_sid(sid), "the session's requests")
+        handshake = [e for e in nginx.log_entries() if e["uri"].startswith("/socket.io/") and not e["sid"]]
         if sticky:
             assert statuses == [200, 200, 200]
             assert last_body.startswith("40/dashboard,{")  # connected
@@ -461,3 +466,18 @@ def test_when_a_backend_stops_clients_reconnect_through_nginx_to_the_other_and_c
             assert node.wait_exit() == 0, node.describe()
         finally:
             python.disconnect()
+
+
+def test_the_access_log_keeps_no_polling_sid_and_no_token(cluster, tmp_path):
+    _, backends = cluster
+    with running_nginx(tmp_path / "nginx", backends) as nginx:
+        base = nginx.url + "/socket.io/?EIO=4&transport=polling"
+        session = requests.Session()
+        opened = session.get(base + "&token=secret-in-the-url", timeout=DEFAULT_TIMEOUT)
+        sid = json.loads(opened.text[1:])["sid"]
+        session.post(f"{base}&sid={sid}", data="40/dashboard,", timeout=DEFAULT_TIMEOUT)
+        session.close()
+        entry = nginx.wait_for_log(lambda e: e["sid"] == logged_sid(sid), "the session's post")[0]
+        assert (entry["uri"], entry["transport"]) == ("/socket.io/", "polling")
+        text = nginx.access_log.read_text()
+        assert sid not in text and "secret-in-the-url" not in text

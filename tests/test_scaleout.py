@@ -20,6 +20,7 @@ import requests
 import socketio
 import websocket
 
+from app.logs import short_sid
 from app.realtime.rooms import room_for
 from testkit import (
     DEFAULT_TIMEOUT,
@@ -403,13 +404,13 @@ def test_a_client_that_stops_reading_is_cut_off_and_does_not_hold_up_the_others(
             )
             written += 1000
             reader.wait_for("metric:update", lambda d, last=last: d["seq"] == last, after=mark)
-            if logged(server, f"socket {sid} is not reading", after=offset):
+            if logged(server, f"socket {short_sid(sid)} is not reading", after=offset):
                 break
         # A name the entity has (it has far more than MAX_METRICS_PER_ENTITY: the rows above bypass the REST cap).
         fence = api.ingest((ENTITY, "0-0-".ljust(128, "m"), -1))["lastSeq"]
         reader.wait_for("metric:update", lambda d: d["seq"] == fence)
         assert len(reader.of("metric:update")) == written + 1
-        wait_for_log(server, f"socket {sid} is not reading", after=offset)
+        wait_for_log(server, f"socket {short_sid(sid)} is not reading", after=offset)
         # The server lets go of the connection at once, while its client still does not read...
         port = stalled.sock.getsockname()[1]
         deadline = time.monotonic() + DEFAULT_TIMEOUT
@@ -448,7 +449,7 @@ def test_a_polling_client_that_stops_polling_is_cut_off_past_the_limit(server):
         # It stops polling; a write of 20 metrics queues 20 updates for it.
         offset = log_size(server)
         api.ingest(*[(ENTITY, f"metric-{i}", float(i)) for i in range(20)])
-        wait_for_log(server, f"socket {sid} is not reading", after=offset)
+        wait_for_log(server, f"socket {short_sid(sid)} is not reading", after=offset)
         refused = poll()
         assert (refused.status_code, refused.json()) == (400, f"Invalid session {sid}")
     finally:

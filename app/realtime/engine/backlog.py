@@ -3,6 +3,7 @@
 import logging
 
 from app.background import BackgroundLoop
+from app.logs import short_sid
 from app.telemetry import set_output_backlog
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,10 @@ class BacklogWatch(BackgroundLoop):
                 still_buffered += in_buffer
                 continue
             log.warning(
-                "socket %s is not reading (%d packets queued, limit %d); disconnecting", sid, queued, self._limit
+                "socket %s is not reading (%d packets queued, limit %d); disconnecting",
+                short_sid(sid),
+                queued,
+                self._limit,
             )
             output = connections.outputs.get(sid)
             # abort: do not wait for the queue to drain, it never would.

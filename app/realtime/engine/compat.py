@@ -226,6 +226,19 @@ UPSTREAM = (
     ),
     Upstream(
         "gevent",
+        "gevent.pywsgi:WSGIHandler.format_request",
+        "c174ca5d4c62043b",
+        "builds the access-log line from the request line, query string included; "
+        "handler.ConnectionHandler.format_request cuts the credentials out of it (app.logs.redact_query).",
+    ),
+    Upstream(
+        "gevent-websocket",
+        "geventwebsocket.handler:WebSocketHandler.log_request",
+        "9ca977fdbda1525b",
+        "logs format_request() at INFO for every request but a 101: the line handler.ConnectionHandler redacts.",
+    ),
+    Upstream(
+        "gevent",
         "gevent.pywsgi:WSGIHandler.__init__",
         "c3d9e1009c3a0d6a",
         "sets rfile when none is given; handler.ConnectionHandler replaces it with a 1 KiB reader.",

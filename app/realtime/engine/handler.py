@@ -3,6 +3,8 @@
 from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 
+from app.logs import redact_query
+
 
 class ConnectionHandler(WebSocketHandler):
     """gevent-websocket's handler with a small read buffer, and plain HTTP answers for refused websocket requests.
@@ -21,6 +23,10 @@ class ConnectionHandler(WebSocketHandler):
     requests ``refuses_upgrade(environ)`` names are answered over plain HTTP
     instead (400 "Invalid session", 503 while draining), as Node's engine.io
     does.
+
+    Request lines are logged without the secrets in their query string: a
+    polling session's ``sid`` lets whoever holds it read and act as that
+    session (``app.logs.redact_query``).
     """
 
     READ_BUFFER_BYTES = 1024
@@ -39,6 +45,10 @@ class ConnectionHandler(WebSocketHandler):
         self.headers = None
         self.response_headers = None
         return super().run_websocket()
+
+    def format_request(self):
+        """gevent's request line for the access log, with the credentials in its query cut out (polling ``sid``)."""
+        return redact_query(super().format_request())
 
     def run_application(self):
         refuses = self.refuses_upgrade

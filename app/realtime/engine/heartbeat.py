@@ -16,6 +16,8 @@ import time
 
 from engineio import packet
 
+from app.logs import short_sid
+
 log = logging.getLogger(__name__)
 
 
@@ -75,7 +77,11 @@ class PingScheduler:
         if socket.closing or socket.closed:  # closed, or being closed by someone else meanwhile
             self._forget(socket)
         elif socket.last_ping == pinged_at:  # no PONG since (a PONG clears last_ping)
-            log.info("socket %s did not answer its ping within %s s; closing it", socket.sid, self._eio.ping_timeout)
+            log.info(
+                "socket %s did not answer its ping within %s s; closing it",
+                short_sid(socket.sid),
+                self._eio.ping_timeout,
+            )
             # abort=False: a CLOSE packet goes out, as engine.io does, for a half-open connection.
             socket.close(wait=False, abort=False, reason=self._eio.reason.PING_TIMEOUT)
             self._forget(socket)

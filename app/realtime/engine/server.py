@@ -12,6 +12,7 @@ import socketio
 from engineio import packet
 from socketio import packet as socketio_packet
 
+from app.logs import short_sid
 from app.realtime.engine.eio import EngineServer
 from app.realtime.engine.websocket import text_frame, websocket_driver
 
@@ -91,7 +92,7 @@ class SocketServer(socketio.Server):
         client fetched the close packet, which a hostile one never does.
         """
         self.eio.connections.refused[reason] += 1
-        log.info("closed connection %s: it sent a %s packet", eio_sid, reason)
+        log.info("closed connection %s: it sent a %s packet", short_sid(eio_sid), reason)
         eio_socket = self.eio.sockets.pop(eio_sid, None)
         if eio_socket is not None:
             eio_socket.close(wait=False, abort=True, reason=self.eio.reason.SERVER_DISCONNECT)

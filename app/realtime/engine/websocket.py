@@ -23,6 +23,7 @@ from engineio import packet
 from geventwebsocket.exceptions import WebSocketError
 from geventwebsocket.websocket import Header, WebSocket
 
+from app.logs import short_sid
 from app.realtime.engine.frames import CLOSE_NORMAL, MessageReader
 from app.realtime.engine.output import OutputBuffer
 
@@ -114,7 +115,7 @@ class WebSocketTransport:
             except engineio.exceptions.SocketIsClosedError:
                 break
             except Exception:  # as engine.io: log it and end the connection properly
-                log.exception("unexpected error handling a packet from socket %s", eio_socket.sid)
+                log.exception("unexpected error handling a packet from socket %s", short_sid(eio_socket.sid))
                 break
         eio_socket.queue.put(None)  # closes the websocket
         eio_socket.close(wait=False, abort=True, reason=eio_socket.server.reason.TRANSPORT_CLOSE)
