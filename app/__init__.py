@@ -34,6 +34,7 @@ def create_app(config=None):
     from app.api.errors import register_error_handlers
     from app.cli import register_cli
     from app.demo import MetricSimulator
+    from app.headers import init_security_headers
     from app.health import bp as health_bp
     from app.realtime.server import Realtime
     from app.site import bp as site_bp
@@ -51,6 +52,7 @@ def create_app(config=None):
         app.register_blueprint(admin_bp)
     register_error_handlers(app)
     register_cli(app)
+    init_security_headers(app)
 
     realtime = Realtime(app)
     if app.config["SIMULATOR"]:

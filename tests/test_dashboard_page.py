@@ -131,3 +131,17 @@ def test_vendored_socket_io_client_is_the_pinned_version(live_server):
     assert (bundle.parent / "LICENSE").exists()
     template = (ROOT / "app" / "site.py").read_text()
     assert f"vendor/socket.io-client-{version}/socket.io.min.js" in template
+
+
+def test_the_page_runs_under_its_content_security_policy_and_upgrades_to_a_websocket(
+    live_server, tenant, entity, new_page
+):
+    entity_id, _ = entity
+    browser_page = new_page()
+    refused = []
+    browser_page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    with browser_page.expect_websocket() as websocket:
+        page = DashboardPage(browser_page, live_server.url, entity_id).open(mint_token(tenant)).wait_ready()
+    assert websocket.value.url.startswith(live_server.url.replace("http", "ws", 1) + "/socket.io/")
+    expect(page.tile("Tickets")).to_be_visible()
+    assert refused == []
