@@ -196,6 +196,7 @@ def load_config(instance_path):
         # Engine.IO heartbeat (whole seconds: engine.io announces them to clients in whole seconds).
         "SOCKET_PING_INTERVAL": env_int("SOCKET_PING_INTERVAL", 25, 1),
         "SOCKET_PING_TIMEOUT": env_int("SOCKET_PING_TIMEOUT", 20, 1),
+        "SOCKET_CONNECT_TIMEOUT": env_int("SOCKET_CONNECT_TIMEOUT", 10, 1),
         # Change feed
         "POLL_INTERVAL": env_float("POLL_INTERVAL", 0.1, minimum=0.005),
         "POLL_BATCH_SIZE": env_int("POLL_BATCH_SIZE", 5000, 1),

@@ -34,12 +34,12 @@ SUBSCRIPTIONS = Gauge(
     ["namespace"],
     multiprocess_mode="livesum",
 )
-REFUSED_MESSAGES = Counter(
-    "analytics_socket_refused_messages_total",
-    "Client messages refused, their connection closed, by reason: too_large (over SOCKET_MAX_MESSAGE_BYTES, "
-    "refused by its frame header), binary (binary frames, events or acks), protocol (unmasked or malformed "
-    "frames), utf8 (text that is not UTF-8), malformed (Socket.IO packets that do not decode, or that no "
-    "client sends).",
+REFUSALS = Counter(
+    "analytics_socket_refusals_total",
+    "Connections closed for what their client sent or failed to send, by reason: too_large (a message over "
+    "SOCKET_MAX_MESSAGE_BYTES, refused by its frame header), binary (binary frames, events or acks), protocol "
+    "(unmasked or malformed frames), utf8 (text that is not UTF-8), malformed (Socket.IO packets that do not "
+    "decode, or that no client sends), connect_timeout (no namespace connected within SOCKET_CONNECT_TIMEOUT).",
     ["reason"],
 )
 PACKETS_WRITTEN = Counter(
@@ -158,7 +158,7 @@ class SocketSampler(BackgroundLoop):
         self._written = counts
         refused = self._sio.refused_counts()
         for reason, count in refused.items():
-            REFUSED_MESSAGES.labels(reason).inc(count - self._refused.get(reason, 0))
+            REFUSALS.labels(reason).inc(count - self._refused.get(reason, 0))
         self._refused = refused
 
 

@@ -23,6 +23,7 @@ from testkit import (
     logged,
     metric_value,
     mint_token,
+    running_server,
     tenant_with_entity,
     wait_for_log,
     wait_for_metric,
@@ -47,7 +48,7 @@ CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
 
 
-REFUSED = "analytics_socket_refused_messages_total"
+REFUSED = "analytics_socket_refusals_total"
 
 
 def stream_payload(ws, size, chunk=1024 * 1024):
@@ -241,3 +242,21 @@ def test_a_newline_in_a_token_cannot_forge_a_log_line(live_server):
     with open(live_server.log_path, encoding="utf-8", errors="replace") as log:
         log.seek(mark)
         assert not [line for line in log if line.startswith(forged)]
+
+
+# --- connections that never connect a namespace -------------------------------------------------------------------
+
+
+def test_connections_without_a_namespace_are_closed_after_the_connect_timeout(tmp_path):
+    with running_server(tmp_path, SOCKET_CONNECT_TIMEOUT="1") as server, Bystander(server.url) as bystander:
+        before = metric_value(server.url, REFUSED, reason="connect_timeout")
+        idle = [RawWebSocket(server.url) for _ in range(20)]
+        refused = RawWebSocket(server.url)
+        refused.send_text("40/dashboard," + json.dumps({"token": "not-a-token"}))
+        _, payload = refused.read_frame()
+        assert payload.startswith(b"44/dashboard,"), payload  # connect_error: the connection itself stays
+        for attacker in [*idle, refused]:
+            assert attacker.close_code() == 1000
+            attacker.close()
+        wait_for_metric(server.url, REFUSED, before + 21, at_least=True, reason="connect_timeout")
+        bystander.check()  # connected in time: kept, and served throughout

@@ -10,7 +10,7 @@ from app import errors
 from app.errors import AppError
 from app.extensions import db
 from app.realtime.activity import SocketActivity
-from app.realtime.engine import BacklogWatch, SocketServer
+from app.realtime.engine import BacklogWatch, ConnectWatch, SocketServer
 from app.realtime.expiry import TokenExpiryWatch
 from app.realtime.fanout import FanOut
 from app.realtime.namespaces import namespaces_for
@@ -63,10 +63,11 @@ class Realtime:
         self.poller = ChangePoller(app, self.sio, FanOut(self.sio, self.activity))
         self.expiry = TokenExpiryWatch(self.sio)
         self.backlog = BacklogWatch(self.sio, config["SOCKET_MAX_BACKLOG"])
+        self.connect_watch = ConnectWatch(self.sio, config["SOCKET_CONNECT_TIMEOUT"])
         for namespace in namespaces_for(config, self.poller, self.expiry):
             namespace.activity = self.activity
             self.sio.register_namespace(namespace)
-        self._background = [self.poller, self.expiry, self.backlog]
+        self._background = [self.poller, self.expiry, self.backlog, self.connect_watch]
         self.listener = None
         if config["CHANGE_NOTIFY"]:
             self.listener = _change_listener(app, self.sio, self.poller)

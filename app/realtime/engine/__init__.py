@@ -16,11 +16,13 @@ Before upgrading any of those libraries, re-read what ``compat.py`` lists.
 - ``output.OutputBuffer``: ordered, never-blocking writes (TLS-safe);
 - ``handler.ConnectionHandler``: gevent-websocket's handler, lighter, refusing upgrades over HTTP;
 - ``backlog.BacklogWatch``: cuts off sockets that stopped reading;
+- ``connect_watch.ConnectWatch``: closes connections that connect no namespace in time;
 - ``gunicorn.install``: what gunicorn's ``post_worker_init`` hook calls.
 """
 
 from app.realtime.engine.backlog import BacklogWatch
+from app.realtime.engine.connect_watch import ConnectWatch
 from app.realtime.engine.gunicorn import install
 from app.realtime.engine.server import SocketServer
 
-__all__ = ["BacklogWatch", "SocketServer", "install"]
+__all__ = ["BacklogWatch", "ConnectWatch", "SocketServer", "install"]

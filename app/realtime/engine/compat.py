@@ -157,6 +157,20 @@ UPSTREAM = (
         "until its attachments came. server.SocketServer.refuse closes the refused engine.io socket as "
         "engineio.Server.disconnect does (pop from eio.sockets, Socket.close), but with wait=False.",
     ),
+    Upstream(
+        "python-socketio",
+        "socketio.server:Server._handle_eio_connect",
+        "4be135c046ed6bcc",
+        "server.SocketServer._handle_eio_connect calls it, then notes the connection in Connections.opened for "
+        "connect_watch.ConnectWatch.",
+    ),
+    Upstream(
+        "python-socketio",
+        "socketio.base_manager:BaseManager.sid_from_eio_sid",
+        "15467098a36bcd71",
+        "server.SocketServer.connected_to_a_namespace asks it, for each registered namespace, whether the "
+        "Engine.IO connection has a namespace connected.",
+    ),
     # --- gevent-websocket and gevent: frames, the handler, the output buffer ---------------------------------------
     Upstream(
         "gevent-websocket",

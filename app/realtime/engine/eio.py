@@ -1,6 +1,7 @@
 """The Engine.IO server: python-engineio's, with one heartbeat loop and one registry of per-socket state."""
 
-from collections import Counter
+import time
+from collections import Counter, deque
 
 import engineio
 from engineio.socket import Socket
@@ -16,15 +17,22 @@ class Connections:
     broadcast looks each recipient up here once. ``waiting``: the sockets that
     may have packets waiting (in a websocket's output buffer or a polling
     socket's queue) since ``BacklogWatch`` last looked. ``refused``: how many
-    client messages were refused and their connection closed, by reason.
+    connections were closed for what their client sent or failed to send, by
+    reason. ``opened``: ``(time.monotonic(), sid)`` of each connection opened, in
+    that order, until ``ConnectWatch`` has looked at it.
     """
 
-    __slots__ = ("outputs", "refused", "waiting")
+    __slots__ = ("opened", "outputs", "refused", "waiting")
 
     def __init__(self):
         self.outputs = {}
         self.waiting = set()
         self.refused = Counter()
+        self.opened = deque()
+
+    def note_opened(self, sid):
+        """An Engine.IO connection ``sid`` was just opened (``ConnectWatch`` checks it connects a namespace)."""
+        self.opened.append((time.monotonic(), sid))
 
     def attach(self, sid, output):
         """Packets for ``sid`` may be written to ``output`` at once from now on."""

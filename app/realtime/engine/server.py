@@ -86,16 +86,30 @@ class SocketServer(socketio.Server):
         super()._handle_eio_message(eio_sid, data)
 
     def refuse(self, eio_sid, reason):
-        """End the connection ``eio_sid`` for a message refused for ``reason``; count it and log it.
+        """End the connection ``eio_sid`` for a message refused for ``reason``; count it and log it."""
+        log.info("closed connection %s: it sent a %s packet", short_sid(eio_sid), reason)
+        self.close_connection(eio_sid, reason)
+
+    def close_connection(self, eio_sid, reason):
+        """Close the Engine.IO connection ``eio_sid`` at once, counted under ``reason``.
 
         Without waiting: ``engineio.Server.disconnect`` waits until a polling
         client fetched the close packet, which a hostile one never does.
         """
         self.eio.connections.refused[reason] += 1
-        log.info("closed connection %s: it sent a %s packet", short_sid(eio_sid), reason)
         eio_socket = self.eio.sockets.pop(eio_sid, None)
         if eio_socket is not None:
             eio_socket.close(wait=False, abort=True, reason=self.eio.reason.SERVER_DISCONNECT)
+
+    def _handle_eio_connect(self, eio_sid, environ):
+        """python-socketio's handling of a new Engine.IO connection; ``ConnectWatch`` then times it."""
+        result = super()._handle_eio_connect(eio_sid, environ)
+        self.eio.connections.note_opened(eio_sid)
+        return result
+
+    def connected_to_a_namespace(self, eio_sid):
+        """True when the Engine.IO connection ``eio_sid`` has a namespace connected (its token was accepted)."""
+        return any(self.manager.sid_from_eio_sid(eio_sid, namespace) for namespace in self.namespace_handlers)
 
     # --- emitting -------------------------------------------------------------------------------------------------
 
