@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -481,3 +482,17 @@ def test_the_access_log_keeps_no_polling_sid_and_no_token(cluster, tmp_path):
         assert (entry["uri"], entry["transport"]) == ("/socket.io/", "polling")
         text = nginx.access_log.read_text()
         assert sid not in text and "secret-in-the-url" not in text
+
+
+def test_one_address_flooding_requests_is_answered_429_by_nginx(cluster, tmp_path):
+    _, backends = cluster
+
+    def ask(count):
+        with requests.Session() as session:
+            return [session.get(nginx.url + "/healthz", timeout=DEFAULT_TIMEOUT).status_code for _ in range(count)]
+
+    with running_nginx(tmp_path / "nginx", backends) as nginx, ThreadPoolExecutor(8) as pool:
+        statuses = [status for batch in pool.map(ask, [100] * 8) for status in batch]
+    # 50 requests a second with a burst of 200 (deploy/nginx): 800 at once are far more than that.
+    assert statuses.count(200) >= 200
+    assert statuses.count(429) >= 100 and set(statuses) == {200, 429}
