@@ -39,7 +39,8 @@ REFUSALS = Counter(
     "Connections closed for what their client sent or failed to send, by reason: too_large (a message over "
     "SOCKET_MAX_MESSAGE_BYTES, refused by its frame header), binary (binary frames, events or acks), protocol "
     "(unmasked or malformed frames), utf8 (text that is not UTF-8), malformed (Socket.IO packets that do not "
-    "decode, or that no client sends), connect_timeout (no namespace connected within SOCKET_CONNECT_TIMEOUT).",
+    "decode, or that no client sends), unconnected_flood (more than 10 packets before a namespace is connected), "
+    "connect_timeout (no namespace connected within SOCKET_CONNECT_TIMEOUT).",
     ["reason"],
 )
 PACKETS_WRITTEN = Counter(

@@ -260,3 +260,18 @@ def test_connections_without_a_namespace_are_closed_after_the_connect_timeout(tm
             attacker.close()
         wait_for_metric(server.url, REFUSED, before + 21, at_least=True, reason="connect_timeout")
         bystander.check()  # connected in time: kept, and served throughout
+
+
+def test_a_connection_retrying_connect_without_a_valid_token_is_closed_at_its_eleventh_packet(live_server):
+    before = metric_value(live_server.url, REFUSED, reason="unconnected_flood")
+    with Bystander(live_server.url) as bystander:
+        attacker = RawWebSocket(live_server.url)
+        for attempt in range(10):
+            attacker.send_text("40/dashboard," + json.dumps({"token": f"forged-{attempt}"}))
+            _, payload = attacker.read_frame()
+            assert payload.startswith(b"44/dashboard,"), payload  # each refused, the connection kept
+        _send_quietly(attacker, frame(OPCODE_TEXT, '40/dashboard,{"token":"forged"}'), 1000)
+        assert attacker.close_code() == 1000
+        attacker.close()
+        bystander.check()
+    wait_for_metric(live_server.url, REFUSED, before + 1, at_least=True, reason="unconnected_flood")

@@ -166,6 +166,13 @@ UPSTREAM = (
     ),
     Upstream(
         "python-socketio",
+        "socketio.server:Server._handle_eio_disconnect",
+        "5c0002fcdb35a127",
+        "server.SocketServer._handle_eio_disconnect drops the connection's Connections.unconnected_packets count, "
+        "then calls it.",
+    ),
+    Upstream(
+        "python-socketio",
         "socketio.base_manager:BaseManager.sid_from_eio_sid",
         "15467098a36bcd71",
         "server.SocketServer.connected_to_a_namespace asks it, for each registered namespace, whether the "

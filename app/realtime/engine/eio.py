@@ -19,16 +19,18 @@ class Connections:
     socket's queue) since ``BacklogWatch`` last looked. ``refused``: how many
     connections were closed for what their client sent or failed to send, by
     reason. ``opened``: ``(time.monotonic(), sid)`` of each connection opened, in
-    that order, until ``ConnectWatch`` has looked at it.
+    that order, until ``ConnectWatch`` has looked at it. ``unconnected_packets``:
+    packets received on each connection with no namespace connected yet.
     """
 
-    __slots__ = ("opened", "outputs", "refused", "waiting")
+    __slots__ = ("opened", "outputs", "refused", "unconnected_packets", "waiting")
 
     def __init__(self):
         self.outputs = {}
         self.waiting = set()
         self.refused = Counter()
         self.opened = deque()
+        self.unconnected_packets = Counter()
 
     def note_opened(self, sid):
         """An Engine.IO connection ``sid`` was just opened (``ConnectWatch`` checks it connects a namespace)."""

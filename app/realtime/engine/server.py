@@ -29,6 +29,11 @@ CLIENT_PACKET_TYPES = tuple(
 )
 
 
+#: Packets a connection may send before a namespace is connected on it: CONNECTs to both namespaces and a few
+#: retries. A client sending more without a token is flooding.
+UNCONNECTED_PACKET_LIMIT = 10
+
+
 def _well_formed(packet_class, data):
     """True when ``data`` decodes to a packet a client may send, an EVENT with a string event name first."""
     if data[:1] not in CLIENT_PACKET_TYPES:
@@ -68,14 +73,15 @@ class SocketServer(socketio.Server):
     # --- receiving ------------------------------------------------------------------------------------------------
 
     def _handle_eio_message(self, eio_sid, data):
-        """python-socketio's dispatch of a client message, refusing binary and malformed packets.
+        """python-socketio's dispatch of a client message, refusing binary, malformed and flooding packets.
 
         python-socketio keeps a binary event's attachments until as many arrived
         as its header announced, in memory, for as long as the client sends
         them; our clients only send JSON. A packet it cannot decode raises, and
         engine.io logs a traceback for it. Either ends the connection instead
         (as Node's socket.io does on a parse error), counted by reason and logged
-        once, without a traceback.
+        once, without a traceback. So does a connection sending more than
+        UNCONNECTED_PACKET_LIMIT packets before any namespace is connected on it.
         """
         if not isinstance(data, str) or data[:1] in BINARY_PACKET_TYPES:
             self.refuse(eio_sid, "binary")
@@ -83,7 +89,19 @@ class SocketServer(socketio.Server):
         if not _well_formed(self.packet_class, data):
             self.refuse(eio_sid, "malformed")
             return
+        if not self.connected_to_a_namespace(eio_sid):
+            sent = self.eio.connections.unconnected_packets
+            sent[eio_sid] += 1
+            if sent[eio_sid] > UNCONNECTED_PACKET_LIMIT:
+                log.info("closed connection %s: %d packets and no namespace", short_sid(eio_sid), sent[eio_sid])
+                self.close_connection(eio_sid, "unconnected_flood")
+                return
         super()._handle_eio_message(eio_sid, data)
+
+    def _handle_eio_disconnect(self, eio_sid, reason):
+        """python-socketio's handling of a closed Engine.IO connection; its packet count is dropped too."""
+        self.eio.connections.unconnected_packets.pop(eio_sid, None)
+        return super()._handle_eio_disconnect(eio_sid, reason)
 
     def refuse(self, eio_sid, reason):
         """End the connection ``eio_sid`` for a message refused for ``reason``; count it and log it."""
