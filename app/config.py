@@ -1,5 +1,6 @@
 """Configuration: the only module that reads ``os.environ``."""
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -65,6 +66,17 @@ def env_list(name, default):
     if raw is None:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_addresses(name):
+    """Return a comma-separated list of IP addresses, normalised; raise ``ValueError`` naming a bad one."""
+    addresses = []
+    for item in env_list(name, []):
+        try:
+            addresses.append(str(ipaddress.ip_address(item)))
+        except ValueError:
+            raise ValueError(f"{name} must list IP addresses, got {item!r}") from None
+    return addresses
 
 
 def env_choice(name, default, choices):
@@ -197,6 +209,8 @@ def load_config(instance_path):
         "SOCKET_PING_INTERVAL": env_int("SOCKET_PING_INTERVAL", 25, 1),
         "SOCKET_PING_TIMEOUT": env_int("SOCKET_PING_TIMEOUT", 20, 1),
         "SOCKET_CONNECT_TIMEOUT": env_int("SOCKET_CONNECT_TIMEOUT", 10, 1),
+        "MAX_CONNECTIONS_PER_IP": env_int("MAX_CONNECTIONS_PER_IP", 100, 1),
+        "TRUSTED_PROXIES": env_addresses("TRUSTED_PROXIES"),
         # Change feed
         "POLL_INTERVAL": env_float("POLL_INTERVAL", 0.1, minimum=0.005),
         "POLL_BATCH_SIZE": env_int("POLL_BATCH_SIZE", 5000, 1),

@@ -46,6 +46,7 @@ def main():
         "SIMULATOR": "0",
         "LOG_LEVEL": "WARNING",
         "PORT": str(port),
+        "MAX_CONNECTIONS_PER_IP": "1000000",  # every connection comes from 127.0.0.1
     }
     result = flask_cli({**os.environ, **env}, "db", "upgrade")
     if result.returncode:

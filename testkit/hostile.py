@@ -48,20 +48,26 @@ def frame(opcode, payload, fin=True, masked=True):
 class RawWebSocket:
     """An Engine.IO websocket spoken byte by byte: handshake, frames sent as given, frames read back."""
 
-    def __init__(self, base_url, timeout=DEFAULT_TIMEOUT):
+    def __init__(self, base_url, timeout=DEFAULT_TIMEOUT, headers=None, expect_upgrade=True):
+        """Open the websocket (``headers`` added to the request); with ``expect_upgrade=False``, only send the
+        request: ``status`` and ``head`` then hold the server's answer."""
         host, port = base_url.split("//", 1)[1].split(":")
         self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         self.sock.sendall(
             (
                 "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
                 f"Host: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
             ).encode()
         )
         self._buffer = b""
-        head = self._read_until(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
+        self.head = self._read_until(b"\r\n\r\n")
+        self.status = int(self.head.split(b" ", 2)[1])
+        if not expect_upgrade:
+            return
+        assert self.status == 101, self.head
         opcode, payload = self.read_frame()
         assert opcode == OPCODE_TEXT and payload.startswith(b"0{"), payload  # engine.io OPEN
 
@@ -107,6 +113,14 @@ class RawWebSocket:
             opcode, payload = self.read_frame()
             if opcode == OPCODE_CLOSE:
                 return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+
+    def body(self):
+        """The body of the server's plain HTTP answer (when it did not upgrade), by its Content-Length."""
+        for line in self.head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                return self._read_exactly(int(value))
+        raise AssertionError(f"no Content-Length in {self.head!r}")
 
     def connected_until_closed(self):
         """True once the server closed the TCP connection (reads what is left until EOF)."""

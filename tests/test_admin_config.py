@@ -39,8 +39,9 @@ def test_admin_is_off_without_a_secret_key_or_when_switched_off(env, changes):
         ({"ADMIN_ENABLED": "1"}, "ADMIN_ENABLED is on but SECRET_KEY is not set"),
         ({"SECRET_KEY": "short"}, "SECRET_KEY must be at least 32 bytes"),
         ({"SECRET_KEY": "k" * 32, "ADMIN_DEV_LOGIN": "1", "JWT_SECRET": ""}, "ADMIN_DEV_LOGIN needs JWT_SECRET"),
+        ({"TRUSTED_PROXIES": "10.0.0.1, proxy.example"}, "TRUSTED_PROXIES must list IP addresses, got 'proxy.example'"),
     ],
-    ids=["enabled-without-key", "short-key", "dev-login-without-jwt-secret"],
+    ids=["enabled-without-key", "short-key", "dev-login-without-jwt-secret", "trusted-proxy-not-an-address"],
 )
 def test_settings_that_cannot_work_stop_the_process(env, changes, message):
     with pytest.raises(ValueError) as refused:

@@ -11,6 +11,7 @@ may have stopped for more than half a second.
 import base64
 import json
 import threading
+import time
 
 import pytest
 import requests
@@ -30,6 +31,7 @@ from testkit import (
 )
 from testkit.hostile import (
     OPCODE_BINARY,
+    OPCODE_CLOSE,
     OPCODE_CONTINUATION,
     OPCODE_TEXT,
     Bystander,
@@ -275,3 +277,50 @@ def test_a_connection_retrying_connect_without_a_valid_token_is_closed_at_its_el
         attacker.close()
         bystander.check()
     wait_for_metric(live_server.url, REFUSED, before + 1, at_least=True, reason="unconnected_flood")
+
+
+# --- connections per client address ---------------------------------------------------------------------------------
+
+
+def test_one_address_holds_at_most_max_connections_per_ip_and_others_are_not_affected(tmp_path):
+    attacker_address = {"X-Forwarded-For": "198.51.100.7"}  # forwarded by 127.0.0.1, the trusted proxy here
+    with (
+        running_server(tmp_path, MAX_CONNECTIONS_PER_IP="5", TRUSTED_PROXIES="127.0.0.1") as server,
+        Bystander(server.url) as bystander,
+    ):
+        held = [RawWebSocket(server.url, headers=attacker_address) for _ in range(5)]
+        refused = RawWebSocket(server.url, headers=attacker_address, expect_upgrade=False)
+        assert refused.status == 429 and b"MAX_CONNECTIONS_PER_IP" in refused.body()
+        refused.close()
+        polling = requests.get(
+            server.url + "/socket.io/?EIO=4&transport=polling", headers=attacker_address, timeout=DEFAULT_TIMEOUT
+        )
+        assert polling.status_code == 429 and polling.json()["code"] == "ANALYTICS_1103"
+        # Another address, forwarded by the same proxy, and the proxy's own clients still connect.
+        other = RawWebSocket(server.url, headers={"X-Forwarded-For": "198.51.100.8"})
+        held[0].send(frame(OPCODE_CLOSE, b""))
+        assert held[0].close_code() == 1000
+        held[0].close()
+        replacement = _connect_when_there_is_room(server.url, attacker_address)
+        for ws in [*held[1:], other, replacement]:
+            ws.close()
+        bystander.check()
+
+
+def _connect_when_there_is_room(url, headers):
+    """A websocket from ``headers``'s address, once the server has counted a closed one out."""
+    deadline = time.monotonic() + DEFAULT_TIMEOUT
+    while True:
+        attempt = RawWebSocket(url, headers=headers, expect_upgrade=False)
+        if attempt.status == 101:
+            attempt.read_frame()  # engine.io OPEN
+            return attempt
+        attempt.close()
+        assert time.monotonic() < deadline, "the closed connection was never counted out"
+        time.sleep(0.05)
+
+
+def test_x_forwarded_for_from_an_untrusted_peer_is_not_believed_and_is_reported(live_server):
+    forged = RawWebSocket(live_server.url, headers={"X-Forwarded-For": "192.0.2.44"})
+    wait_for_log(live_server, "X-Forwarded-For from 127.0.0.1 ignored: it is not in TRUSTED_PROXIES")
+    forged.close()

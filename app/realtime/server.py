@@ -11,6 +11,7 @@ from app.errors import AppError
 from app.extensions import db
 from app.realtime.activity import SocketActivity
 from app.realtime.engine import BacklogWatch, ConnectWatch, SocketServer
+from app.realtime.engine.server import CLIENT_ADDRESS_KEY
 from app.realtime.expiry import TokenExpiryWatch
 from app.realtime.fanout import FanOut
 from app.realtime.namespaces import namespaces_for
@@ -59,6 +60,9 @@ class Realtime:
             engineio_logger=False,
         )
         self.draining = False
+        self._max_connections_per_ip = config["MAX_CONNECTIONS_PER_IP"]
+        self._trusted_proxies = frozenset(config["TRUSTED_PROXIES"])
+        self._warned_forwarders = set()
         self.activity = SocketActivity(self.sio)
         self.poller = ChangePoller(app, self.sio, FanOut(self.sio, self.activity))
         self.expiry = TokenExpiryWatch(self.sio)
@@ -91,23 +95,55 @@ class Realtime:
             if not _is_socketio(environ):
                 return flask_wsgi_app(environ, start_response)
             if self.draining:
-                body = json.dumps(AppError(errors.UNAVAILABLE, "server is shutting down").to_dict()).encode()
-                start_response("503 Service Unavailable", [("Content-Type", "application/json"), ("Retry-After", "1")])
-                return [body]
+                return _refuse(start_response, "503 Service Unavailable", errors.UNAVAILABLE, "server is shutting down")
+            if self._over_connection_cap(environ):
+                return _refuse(
+                    start_response,
+                    "429 Too Many Requests",
+                    errors.RATE_LIMITED,
+                    "too many connections from this address (MAX_CONNECTIONS_PER_IP)",
+                )
             return handle_socketio(environ, start_response)
 
         return app
 
+    def _over_connection_cap(self, environ):
+        """A request opening a new session from an address that holds MAX_CONNECTIONS_PER_IP here already.
+
+        Sets the request's client address (``CLIENT_ADDRESS_KEY``), which the
+        engine layer counts the session under.
+        """
+        address = environ.get(CLIENT_ADDRESS_KEY)
+        if address is None:
+            address = environ[CLIENT_ADDRESS_KEY] = client_address(environ, self._trusted_proxies)
+            if address == environ.get("REMOTE_ADDR") and "HTTP_X_FORWARDED_FOR" in environ:
+                self._warn_untrusted_forwarder(address)
+        if "sid" in parse_qs(environ.get("QUERY_STRING", "")):
+            return False  # a request of a session that exists: counted when it opened
+        return self.sio.connections_from(address) >= self._max_connections_per_ip
+
+    def _warn_untrusted_forwarder(self, address):
+        """Say once per peer (a few peers at most) that its X-Forwarded-For was not believed."""
+        if address in self._trusted_proxies or len(self._warned_forwarders) >= 16 or address in self._warned_forwarders:
+            return
+        self._warned_forwarders.add(address)
+        log.warning(
+            "X-Forwarded-For from %s ignored: it is not in TRUSTED_PROXIES, so its clients count as its own "
+            "address towards MAX_CONNECTIONS_PER_IP (set TRUSTED_PROXIES to your proxies' addresses)",
+            address,
+        )
+
     def refuses_upgrade(self, environ):
         """Whether a websocket request gets a plain HTTP answer instead of an upgrade.
 
-        Socket.IO requests while draining (503, above), and those for a session
-        this process does not hold (engine.io's 400 "Invalid session"); see
+        Socket.IO requests while draining (503, above), new sessions over
+        MAX_CONNECTIONS_PER_IP (429), and those for a session this process does
+        not hold (engine.io's 400 "Invalid session"); see
         ``engine.handler.ConnectionHandler``.
         """
         if not _is_socketio(environ):
             return False
-        if self.draining:
+        if self.draining or self._over_connection_cap(environ):
             return True
         sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid")
         return sid is not None and not self.sio.holds_session(sid[0])
@@ -136,6 +172,30 @@ class Realtime:
 
 def _is_socketio(environ):
     return environ.get("PATH_INFO", "").startswith(SOCKETIO_PATH)
+
+
+def _refuse(start_response, status, error, message):
+    """Answer a Socket.IO request over plain HTTP with the ``{code, message}`` shape."""
+    body = json.dumps(AppError(error, message).to_dict()).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Retry-After", "1")])
+    return [body]
+
+
+def client_address(environ, trusted_proxies):
+    """The address of the client that sent a request: its peer, or what a trusted proxy forwarded for.
+
+    ``X-Forwarded-For`` is read only when the peer is one of ``trusted_proxies``:
+    the rightmost address in it that is not itself a trusted proxy. A client
+    talking to the server directly cannot choose the address it is counted under.
+    """
+    address = environ.get("REMOTE_ADDR") or "-"
+    if address not in trusted_proxies:
+        return address
+    for hop in reversed(environ.get("HTTP_X_FORWARDED_FOR", "").split(",")):
+        hop = hop.strip()
+        if hop and hop not in trusted_proxies:
+            return hop
+    return address
 
 
 def _change_listener(app, sio, poller):

@@ -1,5 +1,6 @@
 """The Engine.IO server: python-engineio's, with one heartbeat loop and one registry of per-socket state."""
 
+import sys
 import time
 from collections import Counter, deque
 
@@ -21,9 +22,11 @@ class Connections:
     reason. ``opened``: ``(time.monotonic(), sid)`` of each connection opened, in
     that order, until ``ConnectWatch`` has looked at it. ``unconnected_packets``:
     packets received on each connection with no namespace connected yet.
+    ``address_of`` and ``per_address``: each connection's client address, and
+    how many connections each address holds.
     """
 
-    __slots__ = ("opened", "outputs", "refused", "unconnected_packets", "waiting")
+    __slots__ = ("address_of", "opened", "outputs", "per_address", "refused", "unconnected_packets", "waiting")
 
     def __init__(self):
         self.outputs = {}
@@ -31,10 +34,24 @@ class Connections:
         self.refused = Counter()
         self.opened = deque()
         self.unconnected_packets = Counter()
+        self.address_of = {}
+        self.per_address = Counter()
 
-    def note_opened(self, sid):
-        """An Engine.IO connection ``sid`` was just opened (``ConnectWatch`` checks it connects a namespace)."""
+    def note_opened(self, sid, address):
+        """Engine.IO connection ``sid`` from ``address`` was just opened (``ConnectWatch`` times it)."""
         self.opened.append((time.monotonic(), sid))
+        address = sys.intern(address)  # one string per address, however many connections it holds
+        self.address_of[sid] = address
+        self.per_address[address] += 1
+
+    def note_closed(self, sid):
+        """Engine.IO connection ``sid`` closed: forget what was kept for it."""
+        self.unconnected_packets.pop(sid, None)
+        address = self.address_of.pop(sid, None)
+        if address is not None:
+            self.per_address[address] -= 1
+            if self.per_address[address] <= 0:
+                del self.per_address[address]
 
     def attach(self, sid, output):
         """Packets for ``sid`` may be written to ``output`` at once from now on."""

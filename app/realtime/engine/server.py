@@ -29,6 +29,10 @@ CLIENT_PACKET_TYPES = tuple(
 )
 
 
+#: The WSGI environ key under which the app puts a request's client address (``REMOTE_ADDR``, or the address a
+#: trusted proxy forwarded for); connections are counted per address under it.
+CLIENT_ADDRESS_KEY = "analytics.client_address"
+
 #: Packets a connection may send before a namespace is connected on it: CONNECTs to both namespaces and a few
 #: retries. A client sending more without a token is flooding.
 UNCONNECTED_PACKET_LIMIT = 10
@@ -99,8 +103,8 @@ class SocketServer(socketio.Server):
         super()._handle_eio_message(eio_sid, data)
 
     def _handle_eio_disconnect(self, eio_sid, reason):
-        """python-socketio's handling of a closed Engine.IO connection; its packet count is dropped too."""
-        self.eio.connections.unconnected_packets.pop(eio_sid, None)
+        """python-socketio's handling of a closed Engine.IO connection; what ``Connections`` kept of it goes too."""
+        self.eio.connections.note_closed(eio_sid)
         return super()._handle_eio_disconnect(eio_sid, reason)
 
     def refuse(self, eio_sid, reason):
@@ -122,8 +126,13 @@ class SocketServer(socketio.Server):
     def _handle_eio_connect(self, eio_sid, environ):
         """python-socketio's handling of a new Engine.IO connection; ``ConnectWatch`` then times it."""
         result = super()._handle_eio_connect(eio_sid, environ)
-        self.eio.connections.note_opened(eio_sid)
+        address = environ.get(CLIENT_ADDRESS_KEY) or environ.get("REMOTE_ADDR") or "-"
+        self.eio.connections.note_opened(eio_sid, address)
         return result
+
+    def connections_from(self, address):
+        """Engine.IO connections this process holds from client ``address``."""
+        return self.eio.connections.per_address.get(address, 0)
 
     def connected_to_a_namespace(self, eio_sid):
         """True when the Engine.IO connection ``eio_sid`` has a namespace connected (its token was accepted)."""
