@@ -161,15 +161,15 @@ UPSTREAM = (
         "python-socketio",
         "socketio.server:Server._handle_eio_connect",
         "4be135c046ed6bcc",
-        "server.SocketServer._handle_eio_connect calls it, then notes the connection in Connections.opened for "
-        "connect_watch.ConnectWatch.",
+        "server.SocketServer._handle_eio_connect calls it, then notes the connection (Connections.note_opened: its "
+        "time for connect_watch.ConnectWatch, its client address for MAX_CONNECTIONS_PER_IP).",
     ),
     Upstream(
         "python-socketio",
         "socketio.server:Server._handle_eio_disconnect",
         "5c0002fcdb35a127",
-        "server.SocketServer._handle_eio_disconnect drops the connection's Connections.unconnected_packets count, "
-        "then calls it.",
+        "server.SocketServer._handle_eio_disconnect forgets what Connections kept of the connection (note_closed: "
+        "its packet count, its address), then calls it; python-socketio calls it once per closed connection.",
     ),
     Upstream(
         "python-socketio",
