@@ -20,7 +20,10 @@ def json_body():
     """Return the parsed JSON body, or raise VALIDATION_FAILED."""
     if not request.is_json:
         raise AppError(errors.VALIDATION_FAILED, "expected a JSON body (Content-Type: application/json)")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser recurses (silent=True only covers ValueError)
+        raise AppError(errors.VALIDATION_FAILED, "JSON body nested too deeply") from None
     if body is None:
         raise AppError(errors.VALIDATION_FAILED, "malformed JSON body")
     return body

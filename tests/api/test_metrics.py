@@ -348,6 +348,7 @@ NOT_JSON = [
     ("empty-body", "", "application/json", "malformed"),
     ("json-null", "null", "application/json", "malformed"),
     ("invalid-utf8", b'{"entityId": "\xff"}', "application/json", "malformed"),
+    ("nested-100000-deep", "[" * 100_000 + "]" * 100_000, "application/json", "nested too deeply"),
 ]
 
 
