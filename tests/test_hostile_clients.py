@@ -10,6 +10,7 @@ may have stopped for more than half a second.
 
 import base64
 import json
+import socket
 import threading
 import time
 
@@ -324,3 +325,26 @@ def test_x_forwarded_for_from_an_untrusted_peer_is_not_believed_and_is_reported(
     forged = RawWebSocket(live_server.url, headers={"X-Forwarded-For": "192.0.2.44"})
     wait_for_log(live_server, "X-Forwarded-For from 127.0.0.1 ignored: it is not in TRUSTED_PROXIES")
     forged.close()
+
+
+# --- ambiguous request lengths (request smuggling through a proxy) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        "Content-Length: 5\r\nContent-Length: 50\r\n",
+    ],
+    ids=["transfer-encoding-and-content-length", "differing-content-lengths"],
+)
+def test_a_request_whose_length_is_ambiguous_is_refused(live_server, headers):
+    with Bystander(live_server.url) as bystander:
+        host, port = live_server.url.split("//", 1)[1].split(":")
+        with socket.create_connection((host, int(port)), timeout=DEFAULT_TIMEOUT) as attacker:
+            attacker.sendall(
+                f"POST /api/v1/metrics HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{headers}\r\n"
+                "0\r\n\r\n".encode()
+            )
+            assert attacker.recv(65536).startswith(b"HTTP/1.1 400")
+        bystander.check()

@@ -247,6 +247,20 @@ UPSTREAM = (
     ),
     Upstream(
         "gevent",
+        "gevent.pywsgi:WSGIHandler.read_request",
+        "b1702b63da71633f",
+        "parses the headers with self.MessageClass(rfile, 0), then drops Content-Length when Transfer-Encoding is "
+        "chunked: handler.ConnectionHandler.MessageClass refuses ambiguous lengths before that, by raising "
+        "ValueError.",
+    ),
+    Upstream(
+        "gevent",
+        "gevent.pywsgi:WSGIHandler._handle_client_error",
+        "a3fbde482b69b9fd",
+        "answers a ValueError raised while reading the request 400 and logs one line, without a traceback.",
+    ),
+    Upstream(
+        "gevent",
         "gevent.pywsgi:WSGIHandler.format_request",
         "c174ca5d4c62043b",
         "builds the access-log line from the request line, query string included; "

@@ -46,6 +46,22 @@ class ConnectionHandler(WebSocketHandler):
         self.response_headers = None
         return super().run_websocket()
 
+    def MessageClass(self, *args):
+        """gevent's parsed request headers, refused (400) when the length of the body is ambiguous.
+
+        With ``Transfer-Encoding`` and ``Content-Length`` both, gevent drops the
+        latter; with two differing ``Content-Length`` headers it reads the first. A
+        proxy in front that reads them the other way would see another request
+        boundary than the worker (request smuggling): refuse both instead.
+        """
+        headers = super().MessageClass(*args)
+        lengths = {value.strip() for value in headers.get_all("content-length") or ()}
+        if len(lengths) > 1:
+            raise ValueError("differing Content-Length headers")
+        if lengths and "transfer-encoding" in headers:
+            raise ValueError("both Transfer-Encoding and Content-Length")
+        return headers
+
     def format_request(self):
         """gevent's request line for the access log, with the credentials in its query cut out (polling ``sid``)."""
         return redact_query(super().format_request())
