@@ -205,6 +205,7 @@ def load_config(instance_path):
         "SOCKET_MAX_MESSAGE_BYTES": env_int("SOCKET_MAX_MESSAGE_BYTES", 64 * 1024, 1024),
         # Packets queued for one socket that is not reading before it is disconnected.
         "SOCKET_MAX_BACKLOG": env_int("SOCKET_MAX_BACKLOG", 1000, 10),
+        "SOCKET_MAX_BACKLOG_BYTES": env_int("SOCKET_MAX_BACKLOG_BYTES", 1024 * 1024, 65536),
         # Engine.IO heartbeat (whole seconds: engine.io announces them to clients in whole seconds).
         "SOCKET_PING_INTERVAL": env_int("SOCKET_PING_INTERVAL", 25, 1),
         "SOCKET_PING_TIMEOUT": env_int("SOCKET_PING_TIMEOUT", 20, 1),

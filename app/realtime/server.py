@@ -66,7 +66,7 @@ class Realtime:
         self.activity = SocketActivity(self.sio)
         self.poller = ChangePoller(app, self.sio, FanOut(self.sio, self.activity))
         self.expiry = TokenExpiryWatch(self.sio)
-        self.backlog = BacklogWatch(self.sio, config["SOCKET_MAX_BACKLOG"])
+        self.backlog = BacklogWatch(self.sio, config["SOCKET_MAX_BACKLOG"], config["SOCKET_MAX_BACKLOG_BYTES"])
         self.connect_watch = ConnectWatch(self.sio, config["SOCKET_CONNECT_TIMEOUT"])
         for namespace in namespaces_for(config, self.poller, self.expiry):
             namespace.activity = self.activity

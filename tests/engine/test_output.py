@@ -3,8 +3,11 @@
 import gevent
 import gevent.socket
 import pytest
+from engineio.socket import Socket
 
+from app.realtime.engine.backlog import BacklogWatch
 from app.realtime.engine.output import CORK_LIMIT, OutputBuffer
+from app.realtime.engine.server import SocketServer
 from testkit import DEFAULT_TIMEOUT
 
 # --- OutputBuffer on a socket pair ----------------------------------------------------------------------------------
@@ -107,3 +110,40 @@ def test_discard_drops_the_backlog_and_the_peer_sees_the_connection_end(pair):
         while chunk := reader.recv(65536):
             total += len(chunk)
     assert total < 500 * 1000, "the discarded backlog was still sent"
+
+
+def test_the_backlog_counts_the_bytes_waiting_too(pair):
+    writer, reader = pair
+    output = OutputBuffer(writer)
+    sent = records(300, size=2000)
+    for record in sent:
+        output.write(record)
+    assert output.backlog > 0
+    assert 0 < output.backlog_bytes <= len(sent) * 2000
+    assert output.backlog_bytes == sum(len(r) for r in output._pending)  # what waits, nothing else
+    with gevent.Timeout(DEFAULT_TIMEOUT):
+        assert read_exactly(reader, len(sent) * 2000) == b"".join(sent)
+        while output.backlog:
+            gevent.sleep(0.001)
+    assert output.backlog_bytes == 0
+
+
+# --- BacklogWatch: a socket over either limit is let go --------------------------------------------------------------
+
+
+def test_a_socket_with_few_but_large_writes_waiting_is_cut_off_by_their_bytes(pair):
+    writer, _ = pair  # the reader never reads
+    sio = SocketServer(async_mode="gevent")
+    socket = Socket(sio.eio, "slow")
+    socket.connected = True
+    sio.eio.sockets["slow"] = socket
+    connections = sio.eio.connections
+    output = OutputBuffer(writer, connections.waiting, "slow")
+    connections.attach("slow", output)
+    for _ in range(5):  # five corked ticks of 300 KB each: five writes, far under the packet limit
+        output.write(b"x" * 300_000)
+    watch = BacklogWatch(sio, limit=1000, byte_limit=1024 * 1024)
+    watch.step()
+    assert watch.disconnected == 1 and "slow" not in sio.eio.sockets
+    with pytest.raises(OSError):
+        output.write(b"after")

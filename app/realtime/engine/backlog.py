@@ -10,7 +10,7 @@ log = logging.getLogger(__name__)
 
 
 class BacklogWatch(BackgroundLoop):
-    """Every ``interval`` seconds, closes the sockets with more than ``limit`` packets not yet sent.
+    """Every ``interval`` seconds, closes the sockets with more than ``limit`` packets or ``byte_limit`` bytes unsent.
 
     A socket's packets wait in its engine.io queue or its websocket's output
     buffer while the client does not read; other sockets are not held up, but
@@ -21,9 +21,10 @@ class BacklogWatch(BackgroundLoop):
     last look are visited (``Connections.waiting``), not every socket held.
     """
 
-    def __init__(self, sio, limit, interval=1.0):
+    def __init__(self, sio, limit, byte_limit, interval=1.0):
         super().__init__(sio, interval)
         self._limit = limit
+        self._byte_limit = byte_limit
         self.disconnected = 0
 
     def step(self):
@@ -38,14 +39,17 @@ class BacklogWatch(BackgroundLoop):
             if socket is None or socket.closed or not queued:
                 connections.waiting.discard(sid)  # added again when something waits for it again
                 continue
-            if queued <= self._limit:
+            in_bytes = connections.buffered_bytes(sid)
+            if queued <= self._limit and in_bytes <= self._byte_limit:
                 still_buffered += in_buffer
                 continue
             log.warning(
-                "socket %s is not reading (%d packets queued, limit %d); disconnecting",
+                "socket %s is not reading (%d packets queued, limit %d; %d bytes buffered, limit %d); disconnecting",
                 short_sid(sid),
                 queued,
                 self._limit,
+                in_bytes,
+                self._byte_limit,
             )
             output = connections.outputs.get(sid)
             # abort: do not wait for the queue to drain, it never would.

@@ -70,6 +70,11 @@ class Connections:
         output = self.outputs.get(sid)
         return output.backlog if output is not None else 0
 
+    def buffered_bytes(self, sid):
+        """Bytes waiting in ``sid``'s websocket output buffer (0 without an open websocket)."""
+        output = self.outputs.get(sid)
+        return output.backlog_bytes if output is not None else 0
+
 
 class EngineServer(engineio.Server):
     """``engineio.Server`` whose heartbeat is one ``PingScheduler``: no ping task per socket, no service task."""

@@ -28,7 +28,18 @@ class OutputBuffer:
     ``BacklogWatch``).
     """
 
-    __slots__ = ("_corked", "_error", "_flusher", "_key", "_pending", "_send_now", "_sock", "_waiting", "backlog")
+    __slots__ = (
+        "_corked",
+        "_error",
+        "_flusher",
+        "_key",
+        "_pending",
+        "_send_now",
+        "_sock",
+        "_waiting",
+        "backlog",
+        "backlog_bytes",
+    )
 
     def __init__(self, sock, waiting=None, key=None):
         self._sock = sock
@@ -42,6 +53,7 @@ class OutputBuffer:
         self._error = None
         self._corked = None  # writes held while corked, else None
         self.backlog = 0  # writes not yet wholly handed to the kernel
+        self.backlog_bytes = 0  # their bytes
 
     @property
     def encrypted(self):
@@ -60,6 +72,7 @@ class OutputBuffer:
         if self._flusher is not None:
             self._pending.append(data)
             self.backlog += 1
+            self.backlog_bytes += len(data)
             return
         if self._send_now is None:
             self._hand_to_flusher(data)
@@ -77,6 +90,7 @@ class OutputBuffer:
     def _hand_to_flusher(self, data):
         self._pending.append(data)
         self.backlog += 1
+        self.backlog_bytes += len(data)
         self._flusher = gevent.spawn(self._flush)
         if self._waiting is not None:
             self._waiting.add(self._key)
@@ -117,10 +131,12 @@ class OutputBuffer:
                 self._pending.clear()
                 self._sock.sendall(chunk)
                 self.backlog -= count
+                self.backlog_bytes -= len(chunk)
         except OSError as exc:
             self._error = exc
             self._pending.clear()
             self.backlog = 0
+            self.backlog_bytes = 0
         finally:
             self._flusher = None
 
@@ -129,6 +145,7 @@ class OutputBuffer:
         self._error = self._error or ConnectionAbortedError("output discarded")
         self._pending.clear()
         self.backlog = 0
+        self.backlog_bytes = 0
         if self._flusher is not None:
             self._flusher.kill(block=False)
         with contextlib.suppress(OSError):  # already gone
