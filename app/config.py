@@ -212,6 +212,7 @@ def load_config(instance_path):
         "SOCKET_CONNECT_TIMEOUT": env_int("SOCKET_CONNECT_TIMEOUT", 10, 1),
         "MAX_CONNECTIONS_PER_IP": env_int("MAX_CONNECTIONS_PER_IP", 100, 1),
         "TRUSTED_PROXIES": env_addresses("TRUSTED_PROXIES"),
+        "SOCKET_BIND_TO_ADDRESS": env_bool("SOCKET_BIND_TO_ADDRESS", True),
         # Change feed
         "POLL_INTERVAL": env_float("POLL_INTERVAL", 0.1, minimum=0.005),
         "POLL_BATCH_SIZE": env_int("POLL_BATCH_SIZE", 5000, 1),

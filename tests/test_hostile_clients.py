@@ -348,3 +348,53 @@ def test_a_request_whose_length_is_ambiguous_is_refused(live_server, headers):
             )
             assert attacker.recv(65536).startswith(b"HTTP/1.1 400")
         bystander.check()
+
+
+# --- a polling session id that leaked -------------------------------------------------------------------------------
+
+
+def polling_session(url, address, token):
+    """A long-polling session opened from ``address`` (forwarded by 127.0.0.1), its namespace connected."""
+    base = url + "/socket.io/?EIO=4&transport=polling"
+    headers = {"X-Forwarded-For": address}
+    sid = json.loads(requests.get(base, headers=headers, timeout=DEFAULT_TIMEOUT).text[1:])["sid"]
+    posted = requests.post(
+        f"{base}&sid={sid}", data="40/dashboard," + json.dumps({"token": token}), headers=headers, timeout=5
+    )
+    assert posted.status_code == 200
+    assert requests.get(f"{base}&sid={sid}", headers=headers, timeout=DEFAULT_TIMEOUT).text.startswith("40/dashboard,")
+    return f"{base}&sid={sid}"
+
+
+@pytest.mark.parametrize("bound", [True, False], ids=["bound", "not-bound"])
+def test_a_polling_session_id_is_refused_from_another_address(tmp_path, bound):
+    with (
+        running_server(tmp_path, TRUSTED_PROXIES="127.0.0.1", SOCKET_BIND_TO_ADDRESS="1" if bound else "0") as server,
+        Bystander(server.url) as bystander,
+    ):
+        tenant, _ = tenant_with_entity(server.url)
+        session = polling_session(server.url, "198.51.100.7", mint_token(tenant))
+        stolen = requests.post(
+            session,
+            data='42/dashboard,["unsubscribe",{"entityId":"event-1"}]',
+            headers={"X-Forwarded-For": "203.0.113.9"},
+            timeout=DEFAULT_TIMEOUT,
+        )
+        if bound:
+            assert (stolen.status_code, stolen.text) == (400, "Invalid session")
+        else:
+            assert stolen.status_code == 200  # SOCKET_BIND_TO_ADDRESS=0: for clients whose address changes
+        again = requests.post(session, data="3", headers={"X-Forwarded-For": "198.51.100.7"}, timeout=5)  # a pong
+        assert again.status_code == 200  # its own client goes on
+        bystander.check()
+
+
+@pytest.mark.parametrize("body", ["2", "9", "6probe"], ids=["client-ping", "unknown-type", "noop"])
+def test_a_polling_post_with_a_packet_the_server_does_not_take_is_answered_at_once(live_server, body):
+    with Bystander(live_server.url) as bystander:
+        base = live_server.url + "/socket.io/?EIO=4&transport=polling"
+        sid = json.loads(requests.get(base, timeout=DEFAULT_TIMEOUT).text[1:])["sid"]
+        refused = requests.post(f"{base}&sid={sid}", data=body, timeout=DEFAULT_TIMEOUT)
+        assert refused.status_code == 400  # engine.io ends the session; the request was not held until a poll
+        assert requests.get(f"{base}&sid={sid}", timeout=DEFAULT_TIMEOUT).status_code == 400
+        bystander.check()

@@ -63,6 +63,7 @@ class Realtime:
         self._max_connections_per_ip = config["MAX_CONNECTIONS_PER_IP"]
         self._trusted_proxies = frozenset(config["TRUSTED_PROXIES"])
         self._warned_forwarders = set()
+        self._bind_to_address = config["SOCKET_BIND_TO_ADDRESS"]
         self.activity = SocketActivity(self.sio)
         self.poller = ChangePoller(app, self.sio, FanOut(self.sio, self.activity))
         self.expiry = TokenExpiryWatch(self.sio)
@@ -103,6 +104,9 @@ class Realtime:
                     errors.RATE_LIMITED,
                     "too many connections from this address (MAX_CONNECTIONS_PER_IP)",
                 )
+            if self._from_elsewhere(environ):
+                start_response("400 Bad Request", [("Content-Type", "text/plain")])
+                return [b"Invalid session"]  # what engine.io answers for a session it does not know
             return handle_socketio(environ, start_response)
 
         return app
@@ -122,6 +126,21 @@ class Realtime:
             return False  # a request of a session that exists: counted when it opened
         return self.sio.connections_from(address) >= self._max_connections_per_ip
 
+    def _from_elsewhere(self, environ):
+        """A request for an existing session from another client address than the one that opened it.
+
+        A polling session id is all a request needs to read and act as that
+        session; one that leaked (a log, a shared screen) is refused from any
+        other address (SOCKET_BIND_TO_ADDRESS), answered as an unknown session.
+        """
+        if not self._bind_to_address:
+            return False
+        sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid")
+        if sid is None:
+            return False
+        opened_from = self.sio.address_of(sid[0])
+        return opened_from is not None and opened_from != environ[CLIENT_ADDRESS_KEY]
+
     def _warn_untrusted_forwarder(self, address):
         """Say once per peer (a few peers at most) that its X-Forwarded-For was not believed."""
         if address in self._trusted_proxies or len(self._warned_forwarders) >= 16 or address in self._warned_forwarders:
@@ -138,12 +157,12 @@ class Realtime:
 
         Socket.IO requests while draining (503, above), new sessions over
         MAX_CONNECTIONS_PER_IP (429), and those for a session this process does
-        not hold (engine.io's 400 "Invalid session"); see
+        not hold or that another address opened (400 "Invalid session"); see
         ``engine.handler.ConnectionHandler``.
         """
         if not _is_socketio(environ):
             return False
-        if self.draining or self._over_connection_cap(environ):
+        if self.draining or self._over_connection_cap(environ) or self._from_elsewhere(environ):
             return True
         sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid")
         return sid is not None and not self.sio.holds_session(sid[0])

@@ -48,6 +48,20 @@ UPSTREAM = (
     ),
     Upstream(
         "python-engineio",
+        "engineio.server:Server.disconnect",
+        "3f5faf6e405fe06b",
+        "eio.EngineServer.disconnect repeats it with Socket.close(wait=False): engine.io calls it from "
+        "Server.handle_request for a POST with an unknown packet and answers only once it returns.",
+    ),
+    Upstream(
+        "python-engineio",
+        "engineio.server:Server.handle_request",
+        "79302edd007fcce6",
+        "on an EngineIOError of a POST (an unknown packet, a body over max_http_buffer_size) calls "
+        "self.disconnect(sid) before answering 400: eio.EngineServer.disconnect must not wait.",
+    ),
+    Upstream(
+        "python-engineio",
         "engineio.socket:Socket._upgrade_websocket",
         "02f6ac05441609d3",
         "calls server._async['websocket'](self._websocket_handler, self.server) and then the result with "

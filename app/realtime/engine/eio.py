@@ -85,6 +85,24 @@ class EngineServer(engineio.Server):
         self.pings = PingScheduler(self)
         self.connections = Connections()
 
+    def disconnect(self, sid=None):
+        """``engineio.Server.disconnect``, without waiting for a polling client to fetch the close packet.
+
+        engine.io calls it when a polling request carries a packet it does not
+        know (a client PING, say) and answers the request only once it returns:
+        with ``Socket.close(wait=True)`` that is when the client polls again, which
+        a hostile one never does, and each such request would hold its greenlet
+        and its connection. The close packet is still queued for the client.
+        """
+        sockets = [self.sockets.get(sid)] if sid is not None else list(self.sockets.values())
+        for socket in sockets:
+            if socket is not None:
+                socket.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
+        if sid is None:
+            self.sockets = {}
+        else:
+            self.sockets.pop(sid, None)
+
     def start_background_task(self, target, *args, **kwargs):
         # Socket.schedule_ping starts Socket._send_ping as a task: queue the socket instead.
         if getattr(target, "__func__", None) is Socket._send_ping and not args and not kwargs:

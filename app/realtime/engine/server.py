@@ -130,6 +130,10 @@ class SocketServer(socketio.Server):
         self.eio.connections.note_opened(eio_sid, address)
         return result
 
+    def address_of(self, eio_sid):
+        """The client address Engine.IO connection ``eio_sid`` was opened from (None for one not held here)."""
+        return self.eio.connections.address_of.get(eio_sid)
+
     def connections_from(self, address):
         """Engine.IO connections this process holds from client ``address``."""
         return self.eio.connections.per_address.get(address, 0)
