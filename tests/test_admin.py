@@ -14,9 +14,11 @@ from html.parser import HTMLParser
 import pytest
 from playwright.sync_api import expect
 
-from testkit import flask_cli, mint_token, running_server, unique
+from app.services import admin_sessions
+from testkit import flask_cli, mint_token, running_server, server_env, unique
 from tests.api.conftest import Api
 from tests.browser import AdminPage, DashboardPage
+from tests.conftest import app_from_env
 
 # The admin views call the services the REST tests run on both backends; nothing here depends on SQL behaviour.
 pytestmark = pytest.mark.backends("sqlite")
@@ -98,10 +100,16 @@ def sign_in(client, token):
     return client.post("/admin/sign-in", data={**form, "token": token}, follow_redirects=True)
 
 
-def signed_in_session(client):
-    """The admin part of the client's session cookie, or None."""
+def session_id(client):
+    """The admin session id in the client's session cookie, or None."""
     with client.session_transaction() as session:
         return session.get("admin")
+
+
+def signed_in_session(client):
+    """The live admin session the client's cookie names ``{tenant, subject, expires_at}``, or None."""
+    with client.application.app_context():
+        return admin_sessions.admin_session(session_id(client))
 
 
 # --- in process ----------------------------------------------------------------------------------------------------
@@ -227,6 +235,36 @@ def test_sign_out_ends_the_session(admin_client, dashboard):
     assert signed_in_session(admin_client) is None
     refused = admin_client.get(f"/admin/dashboards/{dashboard['id']}", follow_redirects=True)
     assert is_sign_in_page(refused)
+
+
+def copy_of_cookie(client):
+    """A new test client of the same app carrying a copy of ``client``'s session cookie (as an attacker would)."""
+    copy = client.application.test_client()
+    cookie = client.get_cookie(client.application.config["SESSION_COOKIE_NAME"])
+    copy.set_cookie(cookie.key, cookie.value)
+    return copy
+
+
+def test_a_session_cookie_copied_before_sign_out_is_refused_after_it(admin_client, dashboard):
+    stolen = copy_of_cookie(admin_client)
+    assert stolen.get(f"/admin/dashboards/{dashboard['id']}").status_code == 200  # the copy works while signed in
+    admin_client.post("/admin/sign-out", data=forms_of(admin_client.get("/admin"))["/admin/sign-out"])
+    refused = stolen.get(f"/admin/dashboards/{dashboard['id']}", follow_redirects=True)
+    assert is_sign_in_page(refused)
+
+
+def test_signing_in_again_ends_every_copy_of_the_earlier_cookie_but_not_other_browsers(
+    admin_client, tenant, dashboard, app
+):
+    earlier = copy_of_cookie(admin_client)
+    elsewhere = app.test_client()  # the same admin in another browser
+    assert sign_in(elsewhere, mint_token(tenant, roles=("admin",))).status_code == 200
+    csrf = forms_of(admin_client.get("/admin"))["/admin/sign-out"]  # the session's CSRF token
+    again = admin_client.post("/admin/sign-in", data={**csrf, "token": mint_token(tenant, roles=("admin",))})
+    assert again.status_code == 303
+    assert is_sign_in_page(earlier.get(f"/admin/dashboards/{dashboard['id']}", follow_redirects=True))
+    assert admin_client.get(f"/admin/dashboards/{dashboard['id']}").status_code == 200
+    assert elsewhere.get(f"/admin/dashboards/{dashboard['id']}").status_code == 200
 
 
 def test_no_dev_sign_in_or_prefilled_token_without_dev_mode(client):
@@ -600,3 +638,20 @@ def test_dev_sign_in_and_prefilled_token_on_a_dev_server(dev_server, new_page):
     expect(viewer.titles).to_have_text(["Tickets sold", "Check-ins", "Occupancy", "Revenue"])
     expect(viewer.page.locator("#dev-token-note")).to_be_attached()
     expect(viewer.page.locator("#token")).to_have_value(re.compile(r"^eyJ"))
+
+
+def test_failed_sign_ins_are_limited_per_address_and_successes_are_not_counted(tmp_path, app, tenant):
+    limited = app_from_env(
+        server_env(tmp_path, DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"], ADMIN_SIGN_IN_RATE_LIMIT="3/minute")
+    )
+    good = mint_token(tenant, roles=("admin",))
+    for _ in range(4):  # successes do not count
+        assert sign_in(limited.test_client(), good).status_code == 200
+    attacker = limited.test_client()
+    for attempt in range(3):
+        assert sign_in(attacker, f"guess-{attempt}").status_code == 401
+    refused = sign_in(attacker, good)
+    assert refused.status_code == 429 and "Too many failed sign-ins" in refused.text
+    elsewhere = limited.test_client()
+    elsewhere.environ_base["REMOTE_ADDR"] = "192.0.2.10"
+    assert sign_in(elsewhere, good).status_code == 200  # another address is not held up

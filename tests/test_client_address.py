@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.realtime.server import client_address
+from app.addresses import client_address
 
 PROXY = "10.0.0.2"
 TRUSTED = frozenset({PROXY, "10.0.0.3"})

@@ -9,13 +9,17 @@ import time
 
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFError
+from limits import parse as parse_rate
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 
 from app import errors
+from app.addresses import client_address
 from app.admin import bp
 from app.admin.forms import MoveTileForm, PlainForm, ReorderForm, SignInForm, TileForm, VersionedForm
 from app.auth import mint_dev_token, verify_token
 from app.errors import AppError
-from app.services import dashboards, entities
+from app.services import admin_sessions, dashboards, entities
 
 SESSION_KEY = "admin"
 DEV_SUBJECT = "dev-admin"
@@ -27,11 +31,16 @@ RECENT_EVENTS = 8
 
 
 def signed_in_admin():
-    """The signed-in admin ``{tenant, subject, expires_at}``, or None (an expired session is cleared)."""
-    admin = session.get(SESSION_KEY)
-    if not admin:
+    """The signed-in admin ``{tenant, subject, expires_at}``, or None (an ended or expired session is cleared).
+
+    The cookie holds only the session's id; the session itself is a row
+    (``app.services.admin_sessions``), so signing out ends it on every worker.
+    """
+    session_id = session.get(SESSION_KEY)
+    if not session_id:
         return None
-    if admin["expires_at"] <= time.time():
+    admin = admin_sessions.admin_session(session_id)
+    if admin is None:
         session.pop(SESSION_KEY, None)
         flash("Your admin session has ended. Sign in again.", "info")
         return None
@@ -54,13 +63,13 @@ def admin_required(view):
 def _start_session(principal):
     if not principal.has_any_role("admin"):
         raise AppError(errors.PERMISSION_DENIED, "this token does not have the admin role")
+    earlier = session.get(SESSION_KEY)
     session.clear()
     hours = current_app.config["ADMIN_SESSION_HOURS"]
-    session[SESSION_KEY] = {
-        "tenant": principal.tenant_id,
-        "subject": principal.subject,
-        "expires_at": min(principal.expires_at, time.time() + hours * 3600),
-    }
+    expires_at = min(principal.expires_at, time.time() + hours * 3600)
+    session[SESSION_KEY] = admin_sessions.start_admin_session(
+        principal.tenant_id, principal.subject, expires_at, replacing=earlier
+    )
 
 
 def _dev_login_enabled():
@@ -103,15 +112,40 @@ def _sign_in_page(form, error=None, status=200):
     )
 
 
+def _failed_sign_ins():
+    """``(allowed, count_one)`` for this client address's failed sign-ins (ADMIN_SIGN_IN_RATE_LIMIT, per worker).
+
+    Only failures count: guessing tokens is what the limit is for.
+    """
+    config = current_app.config
+    limiter = current_app.extensions.get("admin_sign_in_limiter")
+    if limiter is None:
+        limiter = current_app.extensions["admin_sign_in_limiter"] = (
+            MovingWindowRateLimiter(MemoryStorage()),
+            parse_rate(config["ADMIN_SIGN_IN_RATE_LIMIT"]),
+        )
+    window, rate = limiter
+    address = client_address(request.environ, config["TRUSTED_PROXIES"])
+    return window.test(rate, "admin-sign-in", address), lambda: window.hit(rate, "admin-sign-in", address)
+
+
 @bp.post("/sign-in")
 def sign_in():
     """Verify the pasted token as the API does and require the admin role."""
+    allowed, count_failure = _failed_sign_ins()
+    if not allowed:
+        return _sign_in_page(
+            SignInForm(),
+            error=AppError(errors.RATE_LIMITED, "too many failed sign-ins from this address; wait a minute"),
+            status=429,
+        )
     form = SignInForm()
     if not form.validate_on_submit():
         return _sign_in_page(form, status=400)
     try:
         _start_session(verify_token((form.token.data or "").strip(), current_app.config))
     except AppError as exc:
+        count_failure()
         return _sign_in_page(form, error=exc, status=exc.status)
     return redirect(url_for("admin.index"), 303)
 
@@ -135,6 +169,7 @@ def dev_sign_in():
 def sign_out():
     """Forget the admin session."""
     PlainForm().validate_on_submit()  # CSRFProtect has already refused a forged request
+    admin_sessions.end_admin_session(session.get(SESSION_KEY))
     session.clear()
     flash("Signed out.", "info")
     return redirect(url_for("admin.index"), 303)

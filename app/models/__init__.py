@@ -1,7 +1,17 @@
 """Database tables, one module per aggregate."""
 
+from app.models.admin_session import AdminSession
 from app.models.dashboard import Dashboard, Tile
 from app.models.entity import Entity
 from app.models.metric import CHANGE_DASHBOARD, CHANGE_METRIC, ChangeLog, MetricValue
 
-__all__ = ["CHANGE_DASHBOARD", "CHANGE_METRIC", "ChangeLog", "Dashboard", "Entity", "MetricValue", "Tile"]
+__all__ = [
+    "CHANGE_DASHBOARD",
+    "CHANGE_METRIC",
+    "AdminSession",
+    "ChangeLog",
+    "Dashboard",
+    "Entity",
+    "MetricValue",
+    "Tile",
+]

@@ -7,6 +7,7 @@ from urllib.parse import parse_qs
 import socketio
 
 from app import errors
+from app.addresses import client_address
 from app.errors import AppError
 from app.extensions import db
 from app.realtime.activity import SocketActivity
@@ -198,23 +199,6 @@ def _refuse(start_response, status, error, message):
     body = json.dumps(AppError(error, message).to_dict()).encode()
     start_response(status, [("Content-Type", "application/json"), ("Retry-After", "1")])
     return [body]
-
-
-def client_address(environ, trusted_proxies):
-    """The address of the client that sent a request: its peer, or what a trusted proxy forwarded for.
-
-    ``X-Forwarded-For`` is read only when the peer is one of ``trusted_proxies``:
-    the rightmost address in it that is not itself a trusted proxy. A client
-    talking to the server directly cannot choose the address it is counted under.
-    """
-    address = environ.get("REMOTE_ADDR") or "-"
-    if address not in trusted_proxies:
-        return address
-    for hop in reversed(environ.get("HTTP_X_FORWARDED_FOR", "").split(",")):
-        hop = hop.strip()
-        if hop and hop not in trusted_proxies:
-            return hop
-    return address
 
 
 def _change_listener(app, sio, poller):
