@@ -213,6 +213,7 @@ def load_config(instance_path):
         "MAX_CONNECTIONS_PER_IP": env_int("MAX_CONNECTIONS_PER_IP", 100, 1),
         "TRUSTED_PROXIES": env_addresses("TRUSTED_PROXIES"),
         "SOCKET_BIND_TO_ADDRESS": env_bool("SOCKET_BIND_TO_ADDRESS", True),
+        "HTTP_HEADER_TIMEOUT": env_int("HTTP_HEADER_TIMEOUT", 10, 1),
         "ADMIN_SIGN_IN_RATE_LIMIT": env_str("ADMIN_SIGN_IN_RATE_LIMIT", "10/minute"),
         # Change feed
         "POLL_INTERVAL": env_float("POLL_INTERVAL", 0.1, minimum=0.005),

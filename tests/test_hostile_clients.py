@@ -398,3 +398,21 @@ def test_a_polling_post_with_a_packet_the_server_does_not_take_is_answered_at_on
         assert refused.status_code == 400  # engine.io ends the session; the request was not held until a poll
         assert requests.get(f"{base}&sid={sid}", timeout=DEFAULT_TIMEOUT).status_code == 400
         bystander.check()
+
+
+# --- slow and silent HTTP clients -----------------------------------------------------------------------------------
+
+
+def test_connections_that_send_no_whole_request_in_time_are_closed(tmp_path):
+    with running_server(tmp_path, HTTP_HEADER_TIMEOUT="1") as server, Bystander(server.url) as bystander:
+        host, port = server.url.split("//", 1)[1].split(":")
+        silent = [socket.create_connection((host, int(port)), timeout=DEFAULT_TIMEOUT) for _ in range(50)]
+        slow = socket.create_connection((host, int(port)), timeout=DEFAULT_TIMEOUT)
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        for connection in [*silent, slow]:
+            answer = b""
+            while chunk := connection.recv(1024):  # until the server closes it (a timeout here fails the test)
+                answer += chunk
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 400"), answer  # the slow one is told 400
+            connection.close()
+        bystander.check()  # its websocket and its kept-alive health checks, busy all along, were not cut

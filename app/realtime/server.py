@@ -65,6 +65,7 @@ class Realtime:
         self._trusted_proxies = frozenset(config["TRUSTED_PROXIES"])
         self._warned_forwarders = set()
         self._bind_to_address = config["SOCKET_BIND_TO_ADDRESS"]
+        self.header_timeout = config["HTTP_HEADER_TIMEOUT"]
         self.activity = SocketActivity(self.sio)
         self.poller = ChangePoller(app, self.sio, FanOut(self.sio, self.activity))
         self.expiry = TokenExpiryWatch(self.sio)

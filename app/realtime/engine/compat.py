@@ -261,6 +261,14 @@ UPSTREAM = (
     ),
     Upstream(
         "gevent",
+        "gevent.pywsgi:WSGIHandler.handle_one_request",
+        "14e946e9fb33cbb8",
+        "reads the request line (and read_request the headers) from self.socket's file, a socket.error ending the "
+        "connection: handler.ConnectionHandler sets the socket's timeout to header_timeout before it and lifts it "
+        "in read_request, once the headers are in.",
+    ),
+    Upstream(
+        "gevent",
         "gevent.pywsgi:WSGIHandler.read_request",
         "b1702b63da71633f",
         "parses the headers with self.MessageClass(rfile, 0), then drops Content-Length when Transfer-Encoding is "

@@ -22,7 +22,7 @@ def install(worker, realtime):
     be cut; closed at once, their clients reconnect to another worker or node
     within a second, while this worker answers Socket.IO requests 503.
     """
-    worker.wsgi_handler = connection_handler(realtime.refuses_upgrade)
+    worker.wsgi_handler = connection_handler(realtime.refuses_upgrade, realtime.header_timeout)
     worker.wsgi = worker.wsgi.wsgi_app
     _quit_once(worker)
     realtime.start()

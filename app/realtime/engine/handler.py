@@ -31,6 +31,7 @@ class ConnectionHandler(WebSocketHandler):
 
     READ_BUFFER_BYTES = 1024
     refuses_upgrade = None
+    header_timeout = None  # seconds a client may take to send a request line and headers, None for no limit
 
     def __init__(self, sock, address, server, rfile=None):
         super().__init__(sock, address, server, rfile)
@@ -45,6 +46,25 @@ class ConnectionHandler(WebSocketHandler):
         self.headers = None
         self.response_headers = None
         return super().run_websocket()
+
+    def handle_one_request(self):
+        """gevent's request handling, with ``header_timeout`` on reading the request line and headers.
+
+        A client that sends a request slowly, or opens connections and sends
+        nothing (slowloris), would hold a worker connection for as long as it
+        likes: it is cut off after ``header_timeout``, also between two requests
+        of a kept-alive connection. The body, the application and a websocket are
+        not timed (``read_request`` lifts the timeout once the headers are in).
+        """
+        if self.header_timeout is not None:
+            self.socket.settimeout(self.header_timeout)
+        return super().handle_one_request()
+
+    def read_request(self, raw_requestline):
+        result = super().read_request(raw_requestline)
+        if self.header_timeout is not None:
+            self.socket.settimeout(None)
+        return result
 
     def MessageClass(self, *args):
         """gevent's parsed request headers, refused (400) when the length of the body is ambiguous.
@@ -73,6 +93,8 @@ class ConnectionHandler(WebSocketHandler):
         return super().run_application()
 
 
-def connection_handler(refuses_upgrade):
-    """A ConnectionHandler class answering the websocket requests ``refuses_upgrade(environ)`` names over plain HTTP."""
-    return type(ConnectionHandler.__name__, (ConnectionHandler,), {"refuses_upgrade": staticmethod(refuses_upgrade)})
+def connection_handler(refuses_upgrade, header_timeout=None):
+    """A ConnectionHandler class answering the websocket requests ``refuses_upgrade(environ)`` names over plain HTTP,
+    and cutting off clients that take longer than ``header_timeout`` seconds to send a request's headers."""
+    attributes = {"refuses_upgrade": staticmethod(refuses_upgrade), "header_timeout": header_timeout}
+    return type(ConnectionHandler.__name__, (ConnectionHandler,), attributes)
