@@ -416,3 +416,25 @@ def test_connections_that_send_no_whole_request_in_time_are_closed(tmp_path):
             assert answer == b"" or answer.startswith(b"HTTP/1.1 400"), answer  # the slow one is told 400
             connection.close()
         bystander.check()  # its websocket and its kept-alive health checks, busy all along, were not cut
+
+
+# --- an ingest token writing ever more metric names -----------------------------------------------------------------
+
+
+def test_an_ingest_token_cannot_grow_an_entitys_snapshot_past_the_metric_names_cap(live_server):
+    with Bystander(live_server.url) as bystander:
+        tenant, api = tenant_with_entity(live_server.url, "crowded")
+        for batch in range(2):  # 2,000 new names: the second batch is refused whole
+            names = [("crowded", f"name-{batch}-{n}", n) for n in range(1000)]
+            status, body, _ = api.request(
+                "POST",
+                "/metrics",
+                json={"metrics": [{"entityId": e, "metricName": m, "value": v} for e, m, v in names]},
+            )
+            expected = (201, None) if batch == 0 else (409, "ANALYTICS_1205")
+            assert (status, None if status == 201 else body["code"]) == expected
+        viewer = RecordingClient().connect(live_server.url, mint_token(tenant))
+        snapshot = viewer.subscribe("crowded", "event")
+        assert len(snapshot["metrics"]) == 1000
+        viewer.disconnect()
+        bystander.check()
