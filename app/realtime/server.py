@@ -22,6 +22,9 @@ from app.telemetry import observe_notification_lag
 
 log = logging.getLogger(__name__)
 
+#: The WSGI environ key under which a Socket.IO request's ``sid`` is kept once parsed.
+SID_KEY = "analytics.sid"
+
 SOCKETIO_PATH = "/socket.io/"
 
 
@@ -113,18 +116,22 @@ class Realtime:
 
         return app
 
-    def _over_connection_cap(self, environ):
-        """A request opening a new session from an address that holds MAX_CONNECTIONS_PER_IP here already.
+    def _client_address(self, environ):
+        """The request's client address, worked out once and kept in the environ (``CLIENT_ADDRESS_KEY``).
 
-        Sets the request's client address (``CLIENT_ADDRESS_KEY``), which the
-        engine layer counts the session under.
+        The engine layer counts a new session under it.
         """
         address = environ.get(CLIENT_ADDRESS_KEY)
         if address is None:
             address = environ[CLIENT_ADDRESS_KEY] = client_address(environ, self._trusted_proxies)
             if address == environ.get("REMOTE_ADDR") and "HTTP_X_FORWARDED_FOR" in environ:
                 self._warn_untrusted_forwarder(address)
-        if "sid" in parse_qs(environ.get("QUERY_STRING", "")):
+        return address
+
+    def _over_connection_cap(self, environ):
+        """A request opening a new session from an address that holds MAX_CONNECTIONS_PER_IP here already."""
+        address = self._client_address(environ)
+        if _sid_of(environ) is not None:
             return False  # a request of a session that exists: counted when it opened
         return self.sio.connections_from(address) >= self._max_connections_per_ip
 
@@ -135,13 +142,11 @@ class Realtime:
         session; one that leaked (a log, a shared screen) is refused from any
         other address (SOCKET_BIND_TO_ADDRESS), answered as an unknown session.
         """
-        if not self._bind_to_address:
+        sid = _sid_of(environ)
+        if not self._bind_to_address or sid is None:
             return False
-        sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid")
-        if sid is None:
-            return False
-        opened_from = self.sio.address_of(sid[0])
-        return opened_from is not None and opened_from != environ[CLIENT_ADDRESS_KEY]
+        opened_from = self.sio.address_of(sid)
+        return opened_from is not None and opened_from != self._client_address(environ)
 
     def _warn_untrusted_forwarder(self, address):
         """Say once per peer (a few peers at most) that its X-Forwarded-For was not believed."""
@@ -166,8 +171,8 @@ class Realtime:
             return False
         if self.draining or self._over_connection_cap(environ) or self._from_elsewhere(environ):
             return True
-        sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid")
-        return sid is not None and not self.sio.holds_session(sid[0])
+        sid = _sid_of(environ)
+        return sid is not None and not self.sio.holds_session(sid)
 
     def start(self):
         """Start the background work of this process."""
@@ -193,6 +198,14 @@ class Realtime:
 
 def _is_socketio(environ):
     return environ.get("PATH_INFO", "").startswith(SOCKETIO_PATH)
+
+
+def _sid_of(environ):
+    """The ``sid`` query parameter of a Socket.IO request (None for a new session), parsed once per request."""
+    if SID_KEY not in environ:
+        values = parse_qs(environ.get("QUERY_STRING", "")).get("sid")
+        environ[SID_KEY] = values[0] if values else None
+    return environ[SID_KEY]
 
 
 def _refuse(start_response, status, error, message):
