@@ -168,8 +168,8 @@ UPSTREAM = (
         "65f309c138d634eb",
         "server.SocketServer._handle_eio_message overrides it to refuse binary packets (types 5, 6) and binary "
         "attachments and packets that do not decode, then calls it; it keeps a binary packet in Server._binary_packet "
-        "until its attachments came. server.SocketServer.refuse closes the refused engine.io socket as "
-        "engineio.Server.disconnect does (pop from eio.sockets, Socket.close), but with wait=False.",
+        "until its attachments came. server.SocketServer.refuse closes the refused connection with "
+        "eio.EngineServer.disconnect (which does not wait for a polling client).",
     ),
     Upstream(
         "python-socketio",

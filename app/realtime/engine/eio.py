@@ -93,6 +93,7 @@ class EngineServer(engineio.Server):
         with ``Socket.close(wait=True)`` that is when the client polls again, which
         a hostile one never does, and each such request would hold its greenlet
         and its connection. The close packet is still queued for the client.
+        ``SocketServer.close_connection`` closes refused connections with it too.
         """
         sockets = [self.sockets.get(sid)] if sid is not None else list(self.sockets.values())
         for socket in sockets:

@@ -113,15 +113,9 @@ class SocketServer(socketio.Server):
         self.close_connection(eio_sid, reason)
 
     def close_connection(self, eio_sid, reason):
-        """Close the Engine.IO connection ``eio_sid`` at once, counted under ``reason``.
-
-        Without waiting: ``engineio.Server.disconnect`` waits until a polling
-        client fetched the close packet, which a hostile one never does.
-        """
+        """Close Engine.IO connection ``eio_sid`` at once (``EngineServer.disconnect``), counted under ``reason``."""
         self.eio.connections.refused[reason] += 1
-        eio_socket = self.eio.sockets.pop(eio_sid, None)
-        if eio_socket is not None:
-            eio_socket.close(wait=False, abort=True, reason=self.eio.reason.SERVER_DISCONNECT)
+        self.eio.disconnect(eio_sid)
 
     def _handle_eio_connect(self, eio_sid, environ):
         """python-socketio's handling of a new Engine.IO connection; ``ConnectWatch`` then times it."""
@@ -268,7 +262,7 @@ class SocketServer(socketio.Server):
         return counts
 
     def refused_counts(self):
-        """``{reason: count}`` of the client messages refused so far (their connections were closed)."""
+        """``{reason: count}`` of the connections closed so far for what their client sent or failed to send."""
         return dict(self.eio.connections.refused)
 
     def holds_session(self, eio_sid):
