@@ -45,14 +45,18 @@ def register_cli(app):
     @click.argument("metric_name")
     @click.argument("value", type=float)
     @click.option("--tenant", default=None, help="Tenant (default: DEMO_TENANT).")
-    def set_metric_command(entity_id, metric_name, value, tenant):
+    @click.option("--entity-type", default=None, help="Registers an unknown entity (with AUTO_REGISTER_ENTITIES).")
+    def set_metric_command(entity_id, metric_name, value, tenant, entity_type):
         """Record VALUE for METRIC_NAME of ENTITY_ID; subscribers see it live."""
-        tenant = tenant or current_app.config["DEMO_TENANT"]
+        config = current_app.config
+        tenant = tenant or config["DEMO_TENANT"]
+        item = {"entityId": entity_id, "metricName": metric_name, "value": value}
+        if entity_type is not None:
+            item["entityType"] = entity_type
         try:
-            point = metrics.parse_point(
-                {"entityId": entity_id, "metricName": metric_name, "value": value}, current_app.config["MAX_ID_LENGTH"]
-            )
-            result = metrics.record_metrics(tenant, [point], current_app.config["MAX_METRICS_PER_ENTITY"])
+            point = metrics.parse_point(item, config["MAX_ID_LENGTH"])
+            registration = metrics.Registration.from_config(config)
+            result = metrics.record_metrics(tenant, [point], config["MAX_METRICS_PER_ENTITY"], registration)
         except AppError as exc:
             raise click.ClickException(f"{exc.error.code}: {exc.message}") from None
         click.echo(f"recorded {entity_id}.{metric_name} = {value} at seq {result['lastSeq']}")

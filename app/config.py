@@ -223,6 +223,8 @@ def load_config(instance_path):
         # REST
         "MAX_INGEST_BATCH": env_int("MAX_INGEST_BATCH", 1000, 1),
         "MAX_METRICS_PER_ENTITY": env_int("MAX_METRICS_PER_ENTITY", 1000, 1),
+        "AUTO_REGISTER_ENTITIES": env_bool("AUTO_REGISTER_ENTITIES", True),
+        "MAX_ENTITIES_PER_TENANT": env_int("MAX_ENTITIES_PER_TENANT", 100_000, 1),
         "MAX_CONTENT_LENGTH": env_int("MAX_REQUEST_BYTES", 1024 * 1024, 1024),
         # Demo
         "SIMULATOR": env_bool("SIMULATOR", False),

@@ -33,6 +33,7 @@ CONFLICT = ErrorCode("ANALYTICS_1202", 409, "conflict")
 PAYLOAD_TOO_LARGE = ErrorCode("ANALYTICS_1203", 413, "payload too large")
 METHOD_NOT_ALLOWED = ErrorCode("ANALYTICS_1204", 405, "method not allowed")
 TOO_MANY_METRICS = ErrorCode("ANALYTICS_1205", 409, "too many metrics for one entity")
+TOO_MANY_ENTITIES = ErrorCode("ANALYTICS_1206", 409, "too many entities for one tenant")
 UNAVAILABLE = ErrorCode("ANALYTICS_1300", 503, "service unavailable")
 
 CATALOGUE = (
@@ -53,6 +54,7 @@ CATALOGUE = (
     PAYLOAD_TOO_LARGE,
     METHOD_NOT_ALLOWED,
     TOO_MANY_METRICS,
+    TOO_MANY_ENTITIES,
     UNAVAILABLE,
 )
 

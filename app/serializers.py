@@ -13,6 +13,10 @@ ACTION_REMOVED = "removed"
 ACTION_UPDATED = "updated"
 ACTION_REORDERED = "reordered"
 LAYOUT_ACTIONS = frozenset({ACTION_ADDED, ACTION_REMOVED, ACTION_UPDATED, ACTION_REORDERED})
+#: ``dashboard:update`` action of an entity that now shows another dashboard, or none (an entity change).
+ACTION_REPLACED = "replaced"
+#: The change-log action of an entity change that removed the entity (subscribers get an ``error``).
+ACTION_ENTITY_DELETED = "deleted"
 
 
 def iso_utc(moment):
@@ -79,6 +83,25 @@ def layout_change(action, version, tile=None, order=None):
     return payload
 
 
+def entity_replaced(previous_dashboard_id, dashboard_id, version, tiles):
+    """An entity change as the change log stores it: the entity left ``previous_dashboard_id`` for ``dashboard_id``.
+
+    ``tiles`` and ``version`` are the new dashboard's at that moment ([] and None without one).
+    """
+    return {
+        "action": ACTION_REPLACED,
+        "previousDashboardId": previous_dashboard_id,
+        "dashboardId": dashboard_id,
+        "version": version,
+        "tiles": tiles,
+    }
+
+
+def entity_deleted(previous_dashboard_id):
+    """An entity change as the change log stores it: the entity (which showed ``previous_dashboard_id``) was removed."""
+    return {"action": ACTION_ENTITY_DELETED, "previousDashboardId": previous_dashboard_id, "dashboardId": None}
+
+
 def dashboard_initial(entity, version, metrics, tiles, seq=None):
     """``dashboard:initial``: ``{entityId, entityType, dashboardId, version, metrics, tiles, seq}``.
 
@@ -125,3 +148,21 @@ def dashboard_update(change):
     if "order" in payload:
         data["order"] = payload["order"]
     return data
+
+
+def dashboard_replaced(change):
+    """``dashboard:update`` of an entity change: ``{entityId, dashboardId, action: "replaced", tiles, version, seq}``.
+
+    None when the change is not a ``replaced`` entity change.
+    """
+    payload = change.payload
+    if not isinstance(payload, dict) or payload.get("action") != ACTION_REPLACED:
+        return None
+    return {
+        "entityId": change.entity_id,
+        "dashboardId": payload.get("dashboardId"),
+        "action": ACTION_REPLACED,
+        "tiles": payload.get("tiles") or [],
+        "version": payload.get("version"),
+        "seq": change.seq,
+    }

@@ -191,6 +191,21 @@ def test_set_metric_on_unknown_entity_fails(cli_runner, seeded):
     assert "no-such-entity" in result.stderr
 
 
+def test_set_metric_with_an_entity_type_registers_an_unknown_entity(cli_runner, client, seeded):
+    entity_id = unique("venue")
+    succeeded(
+        cli_runner.invoke(
+            args=["set-metric", entity_id, "occupancy", "7", "--tenant", seeded, "--entity-type", "venue"]
+        )
+    )
+    assert metrics_of(client, seeded, entity_id)["occupancy"]["value"] == 7.0
+    result = cli_runner.invoke(
+        args=["set-metric", unique("x"), "m", "1", "--tenant", seeded, "--entity-type", "concert"]
+    )
+    assert result.exit_code != 0
+    assert "ANALYTICS_1200" in result.stderr and "entityType" in result.stderr
+
+
 def test_set_metric_does_not_reach_another_tenants_entity(cli_runner, client, seeded):
     result = cli_runner.invoke(args=["set-metric", DEMO_EVENT, "ticketsSold", "1", "--tenant", unique("tenant")])
     assert result.exit_code != 0

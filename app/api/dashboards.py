@@ -17,9 +17,16 @@ def list_dashboards():
 
 @bp.post("/dashboards")
 def create_dashboard():
-    """Create ``{name, tiles?: [...]}`` (role admin)."""
+    """Create ``{name, tiles?: [...]}``, or ``{name, copyOf: <id>}`` with another's tiles (role admin)."""
     caller = principal("admin")
     body = require_object(json_body())
+    copy_of = body.get("copyOf")
+    if copy_of is not None:
+        if not is_integer(copy_of):
+            raise AppError(errors.VALIDATION_FAILED, "copyOf must be a dashboard id")
+        if "tiles" in body:
+            raise AppError(errors.VALIDATION_FAILED, "give tiles or copyOf, not both")
+        return dashboards.create_dashboard(caller.tenant_id, require_id(body, "name", 200), [], copy_of=copy_of), 201
     tiles = body.get("tiles", [])
     if not isinstance(tiles, list):
         raise AppError(errors.VALIDATION_FAILED, "tiles must be a list")
@@ -38,6 +45,30 @@ def get_dashboard(dashboard_id):
     caller = principal()
     dashboard = dashboards.get_dashboard(caller.tenant_id, dashboard_id)
     return dashboard, 200, {"ETag": f'"{dashboard["version"]}"'}
+
+
+@bp.patch("/dashboards/<int:dashboard_id>")
+def rename_dashboard(dashboard_id):
+    """Rename ``{name, expectedVersion?}`` (role admin); the version, which counts layout changes, stays."""
+    caller = principal("admin")
+    body = require_object(json_body())
+    unknown = set(body) - {"name", "expectedVersion"}
+    if unknown:
+        raise AppError(errors.VALIDATION_FAILED, f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
+    dashboard = dashboards.rename_dashboard(
+        caller.tenant_id, dashboard_id, require_id(body, "name", 200), expected_version(body)
+    )
+    return dashboard, 200, {"ETag": f'"{dashboard["version"]}"'}
+
+
+@bp.delete("/dashboards/<int:dashboard_id>")
+def delete_dashboard(dashboard_id):
+    """Detach it from its entities and delete it (role admin; ``If-Match`` optional).
+
+    Subscribers of those entities get ``dashboard:update`` action ``replaced`` with no dashboard.
+    """
+    caller = principal("admin")
+    return dashboards.delete_dashboard(caller.tenant_id, dashboard_id, expected_version({}))
 
 
 @bp.post("/dashboards/<int:dashboard_id>/tiles")

@@ -2,8 +2,10 @@
 
 import logging
 
+from app import errors
+from app.errors import AppError
 from app.realtime.rooms import DASHBOARD_NAMESPACE, UPDATES_NAMESPACE, room_for
-from app.serializers import dashboard_update, metric_update
+from app.serializers import ACTION_ENTITY_DELETED, dashboard_replaced, dashboard_update, metric_update
 from app.telemetry import observe_change_age
 
 log = logging.getLogger(__name__)
@@ -17,9 +19,11 @@ class FanOut:
     deliver each change once per process (docs/deployment.md).
     """
 
-    def __init__(self, sio, activity=None):
+    def __init__(self, sio, activity=None, unsubscribe=None):
         self._sio = sio
         self._activity = activity  # a SocketActivity that remembers what was sent, or None
+        # unsubscribe(namespace, tenant_id, entity_id): take every local socket off the entity; returns how many.
+        self._unsubscribe = unsubscribe
 
     def batch(self):
         """A block whose emits leave each socket in one write at its end (``SocketServer.batch``)."""
@@ -58,3 +62,34 @@ class FanOut:
             entity_ids = [entity_id for tenant_id, entity_id in users if tenant_id == change.tenant_id]
             summary = f"{data['action']}, version {data['version']}"
             self._activity.record(change.tenant_id, entity_ids, "dashboard:update", summary, recipients)
+
+    def entity(self, change):
+        """Tell the entity's subscribers, on both namespaces, that it shows another dashboard or was removed.
+
+        ``replaced``: ``dashboard:update`` with the new dashboard's tiles. Removed:
+        ``error`` ANALYTICS_1101, then the sockets are unsubscribed from it (and stay connected).
+        """
+        room = room_for(change.tenant_id, change.entity_id)
+        payload = change.payload if isinstance(change.payload, dict) else {}
+        if payload.get("action") == ACTION_ENTITY_DELETED:
+            event = "error"
+            data = AppError(errors.UNKNOWN_ENTITY, f"entity {change.entity_id!r} was removed").to_dict()
+            summary = "entity removed"
+        else:
+            event = "dashboard:update"
+            data = dashboard_replaced(change)
+            if data is None:
+                log.warning("skipping malformed entity change at seq %d", change.seq)
+                return
+            summary = f"replaced, dashboard {data['dashboardId'] if data['dashboardId'] is not None else 'none'}"
+        recipients = 0
+        for namespace in (DASHBOARD_NAMESPACE, UPDATES_NAMESPACE):
+            if not self._sio.has_subscribers(namespace, room):
+                continue
+            self._sio.emit_local(event, data, to=room, namespace=namespace)
+            if event == "error" and self._unsubscribe is not None:
+                recipients += self._unsubscribe(namespace, change.tenant_id, change.entity_id)
+            elif self._activity is not None:
+                recipients += self._activity.room_size(namespace, room)
+        if self._activity is not None and recipients:
+            self._activity.record(change.tenant_id, [change.entity_id], event, summary, recipients)

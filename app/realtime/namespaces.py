@@ -119,6 +119,17 @@ class EntityNamespace(socketio.Namespace):
         return {"ok": True}
 
 
+def unsubscribe_all(sio, namespace, tenant_id, entity_id):
+    """Take every socket of this process on ``namespace`` off the entity (it was removed); return how many."""
+    room = room_for(tenant_id, entity_id)
+    sids = sio.subscribers(namespace, [room])
+    for sid in sids:
+        with sio.session(sid, namespace=namespace) as session:
+            session.setdefault("entities", set()).discard(entity_id)
+        sio.leave_room(sid, room, namespace=namespace)
+    return len(sids)
+
+
 def namespaces_for(config, poller, expiry):
     """The namespace objects to register: ``/dashboard`` and ``/analytics/dashboard``."""
     return [EntityNamespace(ns, config, poller, expiry) for ns in (DASHBOARD_NAMESPACE, UPDATES_NAMESPACE)]

@@ -15,7 +15,10 @@ Guarantees (see docs/websocket-api.md, "Ordering and delivery"):
   skip them: the seqs missing just below its starting head are gaps too;
 * a subscribe reads its snapshot in the same database snapshot as a tick and
   under the same lock, so each change is either in the snapshot or delivered
-  after it, and every update after it has ``seq`` greater than the snapshot's.
+  after it, and every update after it has ``seq`` greater than the snapshot's;
+* a layout change reaches the entities that showed its dashboard at its ``seq``
+  (:func:`layout_recipients`): an entity that moved to another dashboard gets no
+  layout change of the old one after its ``replaced``, nor of the new one before.
 """
 
 import contextlib
@@ -27,7 +30,7 @@ from gevent.lock import RLock
 
 from app.database import CommitProbe, consistent_read
 from app.extensions import db
-from app.models import CHANGE_DASHBOARD, CHANGE_METRIC
+from app.models import CHANGE_DASHBOARD, CHANGE_ENTITY, CHANGE_METRIC
 from app.realtime.rooms import room_for
 from app.services import changes as change_log
 from app.services.entities import entity_snapshot
@@ -41,10 +44,38 @@ MAX_TRACKED_GAP = 10_000
 STARTUP_GAP_WINDOW = 1_000
 
 
+def layout_recipients(layout_changes, showing_now, moves):
+    """Map each layout change's seq to the ``(tenant_id, entity_id)`` pairs that showed its dashboard then.
+
+    ``showing_now`` maps dashboard ids to the pairs that show them in the
+    snapshot read; ``moves`` are the entity changes (``EntityMove``) of that
+    snapshot after the first layout change. Walking back from the newest, each
+    move puts its entity back on the dashboard it left.
+    """
+    current = {}
+    by_dashboard = {}
+    for dashboard_id, pairs in showing_now.items():
+        by_dashboard[dashboard_id] = set(pairs)
+        current.update(dict.fromkeys(pairs, dashboard_id))
+    pending = sorted(moves, key=lambda m: m.seq, reverse=True)
+    recipients = {}
+    i = 0
+    for change in sorted(layout_changes, key=lambda c: c.seq, reverse=True):
+        while i < len(pending) and pending[i].seq > change.seq:
+            move = pending[i]
+            i += 1
+            pair = (move.tenant_id, move.entity_id)
+            by_dashboard.get(current.get(pair), set()).discard(pair)
+            current[pair] = move.previous
+            by_dashboard.setdefault(move.previous, set()).add(pair)
+        recipients[change.seq] = sorted(by_dashboard.get(change.dashboard_id, ()))
+    return recipients
+
+
 @dataclass
 class _Batch:
     changes: list = field(default_factory=list)
-    dashboard_users: dict = field(default_factory=dict)
+    layout_recipients: dict = field(default_factory=dict)
     current_seqs: dict = field(default_factory=dict)
     head: int | None = None
     missing: list = field(default_factory=list)
@@ -180,13 +211,18 @@ class ChangePoller:
             missing = change_log.missing_below(head, self._startup_window) if self._startup_window else []
             return _Batch(head=head, missing=missing)
         rows = change_log.fetch_changes(self._head, self._gaps.keys(), self._batch_size)
-        dashboards = {c.dashboard_id for c in rows if c.kind == CHANGE_DASHBOARD}
+        layout = [c for c in rows if c.kind == CHANGE_DASHBOARD]
+        recipients = {}
+        if layout:
+            showing_now = change_log.entities_using({c.dashboard_id for c in layout})
+            moves = change_log.moves_after(min(c.seq for c in layout))
+            recipients = layout_recipients(layout, showing_now, moves)
         late = {
             (c.tenant_id, c.entity_id, c.metric_name) for c in rows if c.kind == CHANGE_METRIC and c.seq in self._gaps
         }
         return _Batch(
             changes=rows,
-            dashboard_users=change_log.entities_using(dashboards),
+            layout_recipients=recipients,
             current_seqs=change_log.current_seqs(late),
             full=len(rows) >= self._batch_size,
         )
@@ -241,5 +277,7 @@ class ChangePoller:
             for change in outgoing:
                 if change.kind == CHANGE_METRIC:
                     self._fanout.metric(change)
+                elif change.kind == CHANGE_ENTITY:
+                    self._fanout.entity(change)
                 else:
-                    self._fanout.dashboard(change, batch.dashboard_users.get(change.dashboard_id, ()))
+                    self._fanout.dashboard(change, batch.layout_recipients.get(change.seq, ()))

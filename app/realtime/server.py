@@ -1,5 +1,6 @@
 """Socket.IO server setup: one ``socketio.Server`` wrapped around the Flask app."""
 
+import functools
 import json
 import logging
 from urllib.parse import parse_qs
@@ -15,7 +16,7 @@ from app.realtime.engine import BacklogWatch, ConnectWatch, SocketServer
 from app.realtime.engine.server import CLIENT_ADDRESS_KEY
 from app.realtime.expiry import TokenExpiryWatch
 from app.realtime.fanout import FanOut
-from app.realtime.namespaces import namespaces_for
+from app.realtime.namespaces import namespaces_for, unsubscribe_all
 from app.realtime.poller import ChangePoller
 from app.realtime.rooms import DASHBOARD_NAMESPACE, UPDATES_NAMESPACE
 from app.telemetry import observe_notification_lag
@@ -70,7 +71,8 @@ class Realtime:
         self._bind_to_address = config["SOCKET_BIND_TO_ADDRESS"]
         self.header_timeout = config["HTTP_HEADER_TIMEOUT"]
         self.activity = SocketActivity(self.sio)
-        self.poller = ChangePoller(app, self.sio, FanOut(self.sio, self.activity))
+        fanout = FanOut(self.sio, self.activity, functools.partial(unsubscribe_all, self.sio))
+        self.poller = ChangePoller(app, self.sio, fanout)
         self.expiry = TokenExpiryWatch(self.sio)
         self.backlog = BacklogWatch(self.sio, config["SOCKET_MAX_BACKLOG"], config["SOCKET_MAX_BACKLOG_BYTES"])
         self.connect_watch = ConnectWatch(self.sio, config["SOCKET_CONNECT_TIMEOUT"])

@@ -4,10 +4,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from blinker import Namespace
-from sqlalchemy import or_, select, tuple_
+from sqlalchemy import or_, select, text, tuple_
 
 from app.extensions import db
-from app.models import CHANGE_DASHBOARD, ChangeLog, Entity, MetricValue
+from app.models import CHANGE_DASHBOARD, CHANGE_ENTITY, ChangeLog, Entity, MetricValue
 
 _signals = Namespace()
 
@@ -37,6 +37,43 @@ class Change:
 def append_dashboard_change(session, tenant_id, dashboard_id, payload):
     """Add a layout change to the current transaction."""
     session.add(ChangeLog(tenant_id=tenant_id, kind=CHANGE_DASHBOARD, dashboard_id=dashboard_id, payload=payload))
+
+
+def append_entity_change(session, tenant_id, entity_id, payload):
+    """Add an entity change (``serializers.entity_replaced`` / ``entity_deleted``) to the current transaction."""
+    session.add(ChangeLog(tenant_id=tenant_id, kind=CHANGE_ENTITY, entity_id=entity_id, payload=payload))
+
+
+@dataclass(frozen=True, slots=True)
+class EntityMove:
+    """An entity change as the layout fan-out needs it: at ``seq`` the entity left ``previous`` for ``current``."""
+
+    seq: int
+    tenant_id: str
+    entity_id: str
+    previous: int | None
+    current: int | None
+
+
+def as_move(seq, tenant_id, entity_id, payload):
+    """The :class:`EntityMove` of an entity change's row."""
+    payload = payload if isinstance(payload, dict) else {}
+    return EntityMove(seq, tenant_id, entity_id, payload.get("previousDashboardId"), payload.get("dashboardId"))
+
+
+def moves_after(after_seq):
+    """Return the entity changes with ``seq > after_seq`` as :class:`EntityMove`, oldest first.
+
+    Reads the partial index on non-metric rows (its condition is spelled out so that
+    both databases use it), not the metric rows in between.
+    """
+    columns = (ChangeLog.seq, ChangeLog.tenant_id, ChangeLog.entity_id, ChangeLog.payload)
+    query = (
+        select(*columns)
+        .where(text("change_log.kind <> 'metric'"), ChangeLog.kind == CHANGE_ENTITY, ChangeLog.seq > after_seq)
+        .order_by(ChangeLog.seq)
+    )
+    return [as_move(*row) for row in db.session.execute(query)]
 
 
 def fetch_changes(after_seq, missing_seqs, limit):

@@ -24,6 +24,7 @@ from app.serializers import (
     tile_to_dict,
 )
 from app.services.changes import append_dashboard_change, change_committed
+from app.services.entities import detach_all
 from app.validation import (
     is_row_id,
     optional_text,
@@ -83,17 +84,63 @@ def get_dashboard(tenant_id, dashboard_id):
     return dashboard_to_dict(find_dashboard(db.session, tenant_id, dashboard_id))
 
 
-def create_dashboard(tenant_id, name, tiles):
-    """Create a dashboard with ``tiles`` (parsed by :func:`parse_tile`) in order; return it."""
+def create_dashboard(tenant_id, name, tiles, copy_of=None):
+    """Create a dashboard with ``tiles`` (parsed by :func:`parse_tile`) in order; return it.
+
+    With ``copy_of`` (a dashboard id of the tenant, else NOT_FOUND), its tiles as they are now instead.
+    """
     if len(tiles) > MAX_TILES:
         raise AppError(errors.VALIDATION_FAILED, f"a dashboard holds at most {MAX_TILES} tiles")
     with write_transaction() as session:
+        if copy_of is not None:
+            tiles = [_tile_fields(tile) for tile in find_dashboard(session, tenant_id, copy_of).tiles]
         dashboard = Dashboard(tenant_id=tenant_id, name=name, version=1)
         dashboard.tiles = [Tile(position=i, **fields) for i, fields in enumerate(tiles)]
         session.add(dashboard)
         session.flush()
         result = dashboard_to_dict(dashboard)
     return result
+
+
+def _tile_fields(tile):
+    return {
+        "title": tile.title,
+        "metric_name": tile.metric_name,
+        "kind": tile.kind,
+        "unit": tile.unit,
+        "thresholds": dict(tile.thresholds) if tile.thresholds else tile.thresholds,
+    }
+
+
+def rename_dashboard(tenant_id, dashboard_id, name, expected_version=None):
+    """Rename a dashboard; return it. The version counts layout changes only: a rename keeps it.
+
+    ``expected_version``, when given, must still be the current version (CONFLICT otherwise).
+    """
+    with write_transaction() as session:
+        dashboard = find_dashboard(session, tenant_id, dashboard_id, lock=True)
+        _check_version(dashboard, expected_version)
+        dashboard.name = name
+        dashboard.updated_at = datetime.now(UTC)
+        session.flush()
+        result = dashboard_to_dict(dashboard)
+    return result
+
+
+def delete_dashboard(tenant_id, dashboard_id, expected_version=None):
+    """Detach the dashboard from every entity that shows it, then delete it; return ``{id, detached}``.
+
+    Each detached entity's subscribers get ``dashboard:update`` action ``replaced``
+    with no dashboard. Raises NOT_FOUND, or CONFLICT for a stale ``expected_version``.
+    """
+    with write_transaction() as session:
+        dashboard = find_dashboard(session, tenant_id, dashboard_id, lock=True)
+        _check_version(dashboard, expected_version)
+        detached = detach_all(session, tenant_id, dashboard.id)
+        session.delete(dashboard)
+    if detached:
+        change_committed.send()
+    return {"id": dashboard_id, "detached": detached}
 
 
 def _check_version(dashboard, expected_version):

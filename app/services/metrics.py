@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import bindparam, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from app import errors
 from app.database import write_connection
@@ -13,8 +14,26 @@ from app.extensions import db
 from app.models import CHANGE_METRIC, ChangeLog, Entity, MetricValue
 from app.serializers import entity_metrics, ingest_result
 from app.services.changes import change_committed
-from app.services.entities import find_entity
+from app.services.entities import check_entity_room, find_entity
 from app.validation import optional_timestamp, require_id, require_number, require_object
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """How a write treats an entity the tenant does not have (AUTO_REGISTER_ENTITIES and its limits).
+
+    With ``enabled``, a point naming an ``entityType`` (one of ``entity_types``)
+    registers it, with no name and no dashboard, in the write's transaction.
+    """
+
+    enabled: bool = False
+    entity_types: tuple = ()
+    max_entities: int | None = None
+
+    @classmethod
+    def from_config(cls, config):
+        """The registration rules of ``app.config``."""
+        return cls(config["AUTO_REGISTER_ENTITIES"], tuple(config["ENTITY_TYPES"]), config["MAX_ENTITIES_PER_TENANT"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +66,21 @@ def parse_point(payload, max_id_length):
 _entities = Entity.__table__
 _change_log = ChangeLog.__table__
 _values = MetricValue.__table__
-_ENTITY_TYPES = select(_entities.c.entity_id, _entities.c.entity_type).where(
-    _entities.c.tenant_id == bindparam("tenant_id"),
-    _entities.c.entity_id.in_(bindparam("entity_ids", expanding=True)),
+# FOR KEY SHARE on PostgreSQL (nothing on SQLite, whose writers take turns): a removal of
+# one of the entities waits for this write, which a move of its dashboard does not.
+_ENTITY_TYPES = (
+    select(_entities.c.entity_id, _entities.c.entity_type)
+    .where(
+        _entities.c.tenant_id == bindparam("tenant_id"),
+        _entities.c.entity_id.in_(bindparam("entity_ids", expanding=True)),
+    )
+    .with_for_update(read=True, key_share=True)
 )
+# Registration on first write: a concurrent batch registering the same entity makes this a no-op.
+_REGISTER_ENTITIES = {
+    "postgresql": postgresql.insert(_entities).on_conflict_do_nothing(index_elements=["tenant_id", "entity_id"]),
+    "sqlite": sqlite.insert(_entities).on_conflict_do_nothing(index_elements=["tenant_id", "entity_id"]),
+}
 # The metric names already recorded among a batch's, and the count of an entity's names (its primary-key prefix).
 _KNOWN_NAMES = select(_values.c.entity_id, _values.c.metric_name).where(
     _values.c.tenant_id == bindparam("tenant_id"),
@@ -89,18 +119,21 @@ def parse_points(body, max_batch, max_id_length):
     return points
 
 
-def record_metrics(tenant_id, points, max_metrics_per_entity):
+def record_metrics(tenant_id, points, max_metrics_per_entity, registration=Registration()):
     """Append ``points`` to the change log in one transaction; return ``{accepted, lastSeq}``.
 
     Every entity must belong to the tenant (and match ``entityType`` when given),
-    else nothing is written and UNKNOWN_ENTITY names the first offender. A batch
-    that would give an entity more than ``max_metrics_per_entity`` distinct
-    metric names is refused whole with TOO_MANY_METRICS. The database trigger
-    moves ``metric_values`` to each new value.
+    else nothing is written and UNKNOWN_ENTITY names the first offender; with
+    ``registration`` enabled, an unknown entity named with its ``entityType`` is
+    registered instead. A batch that would give an entity more than
+    ``max_metrics_per_entity`` distinct metric names is refused whole with
+    TOO_MANY_METRICS. The database trigger moves ``metric_values`` to each new value.
     """
     with write_connection() as connection:
         wanted = sorted({p.entity_id for p in points})
         types = dict(connection.execute(_ENTITY_TYPES, {"tenant_id": tenant_id, "entity_ids": wanted}).all())
+        if registration.enabled and len(types) < len(wanted):
+            types.update(_register_entities(connection, tenant_id, points, types, registration))
         for point in points:
             known_type = types.get(point.entity_id)
             if known_type is None or (point.entity_type is not None and point.entity_type != known_type):
@@ -122,6 +155,32 @@ def record_metrics(tenant_id, points, max_metrics_per_entity):
         seqs = connection.execute(_INSERT_CHANGES, rows).scalars().all()
     change_committed.send()
     return ingest_result(len(points), max(seqs))
+
+
+def _register_entities(connection, tenant_id, points, known, registration):
+    """Register the unknown entities that ``points`` name with an ``entityType``; return their types.
+
+    The first point naming an entity gives its type; a later one naming another
+    type is refused by the caller like any mismatch.
+    """
+    new = {}
+    for index, point in enumerate(points):
+        if point.entity_id in known or point.entity_type is None or point.entity_id in new:
+            continue
+        if point.entity_type not in registration.entity_types:
+            prefix = f"metrics[{index}]: " if len(points) > 1 else ""
+            raise AppError(
+                errors.VALIDATION_FAILED, f"{prefix}entityType must be one of {', '.join(registration.entity_types)}"
+            )
+        new[point.entity_id] = point.entity_type
+    if not new:
+        return {}
+    if registration.max_entities is not None:
+        check_entity_room(connection, tenant_id, len(new), registration.max_entities)
+    rows = [{"tenant_id": tenant_id, "entity_id": e, "entity_type": t, "name": ""} for e, t in sorted(new.items())]
+    connection.execute(_REGISTER_ENTITIES[connection.dialect.name], rows)
+    params = {"tenant_id": tenant_id, "entity_ids": sorted(new)}
+    return dict(connection.execute(_ENTITY_TYPES, params).all())
 
 
 def _check_metric_names(connection, tenant_id, points, limit):

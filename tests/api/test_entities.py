@@ -84,14 +84,6 @@ def test_blank_entity_id_is_refused(admin_api):
     assert_error(response, 400, "ANALYTICS_1200", "entityId")
 
 
-def test_changing_the_dashboard_of_an_entity_is_409(admin_api, entity):
-    entity_id, dashboard = entity
-    other = admin_api.create_dashboard(name="Second")
-    response = admin_api.call("PUT", f"/entities/{entity_id}", json={"entityType": "event", "dashboardId": other["id"]})
-    assert_error(response, 409, "ANALYTICS_1202", "dashboard")
-    assert admin_api.call("GET", f"/entities/{entity_id}", 200)["dashboardId"] == dashboard["id"]
-
-
 def test_changing_the_type_of_an_entity_is_409(admin_api, entity):
     entity_id, _ = entity
     response = admin_api.call("PUT", f"/entities/{entity_id}", json={"entityType": "venue", "name": "x"})
