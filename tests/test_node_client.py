@@ -114,3 +114,29 @@ def test_seed_example_is_told_why_it_was_refused(entity, token_for, tenant, seed
     assert len(node.of("connect_error")) == 1
     assert node.of("connect") == []
     assert node.of("dashboard:initial") == []
+
+
+def test_seed_example_follows_a_replaced_dashboard_and_hears_of_a_removed_entity(
+    admin_api, entity, token_for, tenant, seed_example
+):
+    entity_id, _ = entity
+    new = admin_api.create_dashboard("New", [{"title": "Gate", "metricName": "gate", "kind": "gauge", "unit": "%"}])
+    node = seed_example(entity_id, token_for(tenant))
+    node.wait_for("ready")
+
+    admin_api.call("PUT", f"/entities/{entity_id}", 200, json={"entityType": "event", "dashboardId": new["id"]})
+    replaced = node.wait_for("dashboard:update")
+    assert replaced == {
+        "entityId": entity_id,
+        "dashboardId": new["id"],
+        "action": "replaced",
+        "tiles": new["tiles"],
+        "version": 1,
+        "seq": replaced["seq"],
+    }
+
+    admin_api.call("DELETE", f"/entities/{entity_id}", 204)
+    assert node.wait_for("error") == {"code": "ANALYTICS_1101", "message": f"entity {entity_id!r} was removed"}
+    node.send("cleanup")
+    assert node.wait_exit() == EXIT_DONE, node.describe()
+    assert node.of("disconnect") == ["io client disconnect"]
