@@ -82,6 +82,41 @@ def test_a_layout_change_through_rest_is_applied_live(live_server, tenant, entit
     expect(page.page.locator("#token")).to_be_visible()
 
 
+def test_another_dashboard_through_rest_is_drawn_whole_and_a_removed_entity_says_so(
+    live_server, tenant, line_entity, admin_api, new_page
+):
+    entity_id, first = line_entity
+    page = DashboardPage(new_page(), live_server.url, entity_id).open(mint_token(tenant)).wait_ready()
+    page.mark()
+    for value in (10, 14):
+        admin_api.ingest((entity_id, "checkIns", value))
+        expect(page.tile("Check-ins").locator(".tile-value")).to_have_text(f"{value}/min")
+    second = admin_api.create_dashboard(
+        "Second", tiles=[{"title": "Arrivals", "metricName": "checkIns", "kind": "line", "unit": "/min"}]
+    )
+
+    admin_api.call("PUT", f"/entities/{entity_id}", 200, json={"entityType": "event", "dashboardId": second["id"]})
+
+    expect(page.titles).to_have_text(["Arrivals"])
+    arrivals = page.tile("Arrivals")
+    expect(arrivals.locator(".tile-value")).to_have_text("14/min")  # the values received so far stay
+    expect(arrivals.locator("svg.chart")).to_have_attribute("data-points", "2")
+    # The first dashboard's layout changes no longer reach the page; the second's do.
+    admin_api.call("DELETE", f"/dashboards/{first['id']}/tiles/{first['tiles'][0]['id']}", 200)
+    tile = {"title": "Q", "metricName": "q", "kind": "number"}
+    admin_api.call("POST", f"/dashboards/{second['id']}/tiles", 201, json=tile)
+    expect(page.titles).to_have_text(["Arrivals", "Q"])
+    expect(page.page.locator("#version")).to_have_text("2")
+
+    admin_api.call("DELETE", f"/entities/{entity_id}", 204)
+
+    expect(page.removed).to_contain_text(f"This event (“{entity_id}”) was removed")
+    expect(page.titles).to_have_count(0)
+    expect(page.page.locator("#empty")).to_be_hidden()
+    expect(page.connection).to_have_attribute("data-state", "connected")
+    assert page.was_not_reloaded()
+
+
 @pytest.mark.parametrize(
     ("token", "code", "text"),
     [

@@ -1,6 +1,8 @@
 // The live dashboard of one entity: socket.io-client 4.x, no framework, no build step.
 // Protocol: docs/websocket-api.md. Connect with auth.token, subscribe, render
-// dashboard:initial, then apply metric:update and dashboard:update as they come.
+// dashboard:initial, then apply metric:update and dashboard:update as they come:
+// a layout change of the dashboard shown, or "replaced" when the entity now shows
+// another dashboard (or none). An entity that is removed gets an error instead.
 (function () {
   'use strict';
 
@@ -11,6 +13,7 @@
   const tilesEl = document.getElementById('tiles');
   const emptyEl = document.getElementById('empty');
   const noticeEl = document.getElementById('notice');
+  const removedEl = document.getElementById('removed');
   const connEl = document.getElementById('connection');
   const tokenForm = document.getElementById('token-form');
   const tokenInput = document.getElementById('token');
@@ -24,6 +27,7 @@
     dashboardId: null,
     version: null,
     snapshotSeq: 0,
+    layoutSeq: 0, // seq of the snapshot or of the last "replaced" applied
     tiles: new Map(), // tile id -> tile
     order: [], // tile ids in display order
     metrics: {}, // metric name -> value
@@ -68,6 +72,30 @@
   function clearError() {
     noticeEl.hidden = true;
     noticeEl.dataset.code = '';
+  }
+
+  // The server's error when the entity this page follows is removed: `entity '<id>' was removed`.
+  const REMOVED = / was removed$/;
+
+  function onError(error) {
+    if (error && error.code === 'ANALYTICS_1101' && REMOVED.test(error.message || '')) {
+      showRemoved();
+    } else {
+      showError(error);
+    }
+  }
+
+  function showRemoved() {
+    // The server has unsubscribed this socket from the entity; the connection stays up.
+    state.dashboardId = null;
+    state.version = null;
+    state.tiles = new Map();
+    state.order = [];
+    tilesEl.replaceChildren();
+    emptyEl.hidden = true;
+    versionEl.textContent = '–';
+    removedEl.hidden = false;
+    root.dataset.removed = 'true';
   }
 
   // --- formatting ---------------------------------------------------------------------------------------------
@@ -201,14 +229,21 @@
 
   // --- protocol -------------------------------------------------------------------------------------------------
 
+  function showLayout(dashboardId, version, tiles) {
+    state.dashboardId = dashboardId;
+    state.version = version;
+    state.tiles = new Map(tiles.map((t) => [t.id, t]));
+    state.order = tiles.map((t) => t.id);
+  }
+
   function onInitial(data) {
     if (data.entityId !== entityId) return;
     clearError();
-    state.dashboardId = data.dashboardId;
-    state.version = data.version;
+    removedEl.hidden = true;
+    delete root.dataset.removed;
+    showLayout(data.dashboardId, data.version, data.tiles);
     state.snapshotSeq = data.seq || 0;
-    state.tiles = new Map(data.tiles.map((t) => [t.id, t]));
-    state.order = data.tiles.map((t) => t.id);
+    state.layoutSeq = state.snapshotSeq;
     state.metrics = Object.assign({}, data.metrics);
     state.metricSeq = {};
     for (const [name, value] of Object.entries(state.metrics)) {
@@ -233,6 +268,20 @@
       paintTile(card, tile);
       highlight(card, 'updated');
     }
+  }
+
+  function onUpdate(data) {
+    if (data.action === 'replaced') onReplaced(data);
+    else onLayout(data);
+  }
+
+  // The entity now shows another dashboard, or none: draw the whole new layout; metric values stay.
+  function onReplaced(data) {
+    if (data.entityId !== entityId || data.seq <= state.layoutSeq) return; // in the snapshot already
+    state.layoutSeq = data.seq;
+    showLayout(data.dashboardId, data.version, data.tiles || []);
+    renderAll();
+    for (const card of tilesEl.children) highlight(card, 'changed');
   }
 
   function onLayout(data) {
@@ -296,8 +345,8 @@
     socket.io.on('reconnect_attempt', () => setConnection('reconnecting', 'reconnecting…'));
     socket.on('dashboard:initial', onInitial);
     socket.on('metric:update', onMetric);
-    socket.on('dashboard:update', onLayout);
-    socket.on('error', showError);
+    socket.on('dashboard:update', onUpdate);
+    socket.on('error', onError);
   }
 
   tokenForm.addEventListener('submit', (event) => {
