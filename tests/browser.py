@@ -37,6 +37,11 @@ def launch(playwright):
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
 
 
+def option(dashboard):
+    """A dashboard's label in the admin page's selects."""
+    return f"{dashboard['name']} (#{dashboard['id']})"
+
+
 class AdminPage:
     """The admin page of one browser context, driven as an admin would."""
 
@@ -92,6 +97,56 @@ class AdminPage:
         self.page.get_by_role("link", name=f"Remove {title}", exact=True).click()
         expect(self.page.get_by_role("heading", name=re.compile(f"Remove “{re.escape(title)}”"))).to_be_visible()
         self.page.locator("#confirm-remove").click()
+
+    def open_index(self):
+        """Open the start page (dashboards and entities)."""
+        self.page.goto(self.base + "/admin")
+        expect(self.page.locator("#create-dashboard")).to_be_visible()
+        return self
+
+    def create_dashboard(self, name, copy_of=None):
+        """Create a dashboard on the start page, empty or as a copy of ``copy_of`` (a dashboard dict)."""
+        form = self.page.locator("#create-dashboard")
+        form.get_by_label("Name").fill(name)
+        form.get_by_label("Tiles").select_option(label=f"Copy of {option(copy_of)}" if copy_of else "Empty: no tiles")
+        form.get_by_role("button", name="Create dashboard").click()
+
+    def rename_dashboard(self, name):
+        """Rename the dashboard whose page is open."""
+        form = self.page.locator("#rename-dashboard")
+        form.get_by_label("Name").fill(name)
+        form.get_by_role("button", name="Rename").click()
+
+    def delete_dashboard(self, confirm=True):
+        """Press "Delete dashboard…" on the open dashboard's page; confirm unless told not to."""
+        self.page.locator("#delete-dashboard").click()
+        expect(self.page.get_by_role("heading", name=re.compile(r"^Delete dashboard “"))).to_be_visible()
+        if confirm:
+            self.page.locator("#confirm-delete").click()
+
+    def register_entity(self, entity_id, entity_type="event", name=None, dashboard=None):
+        """Register an entity on the start page, showing ``dashboard`` (a dashboard dict) when given."""
+        form = self.page.locator("#register-entity")
+        form.get_by_label("Entity id").fill(entity_id)
+        form.get_by_label("Type").select_option(entity_type)
+        if name is not None:
+            form.get_by_label("Name").fill(name)
+        if dashboard is not None:
+            form.get_by_label("Dashboard").select_option(label=option(dashboard))
+        form.get_by_role("button", name="Register entity").click()
+
+    def choose_dashboard(self, entity_id, dashboard):
+        """On the start page, show ``dashboard`` (a dashboard dict) on the entity; None clears it."""
+        label = option(dashboard) if dashboard is not None else "No dashboard"
+        self.page.get_by_label(f"Dashboard of {entity_id}", exact=True).select_option(label=label)
+        self.page.get_by_role("button", name=f"Set the dashboard of {entity_id}", exact=True).click()
+
+    def delete_entity(self, entity_id, confirm=True):
+        """On the start page, press "Delete…" for the entity; confirm unless told not to."""
+        self.page.get_by_role("link", name=f"Delete {entity_id}", exact=True).click()
+        expect(self.page.get_by_role("heading", name=re.compile(f"“{re.escape(entity_id)}”"))).to_be_visible()
+        if confirm:
+            self.page.locator("#confirm-delete").click()
 
     def tile_titles(self):
         """Locator of the tile titles in order."""
@@ -149,3 +204,13 @@ class DashboardPage:
     def notice(self):
         """The error notice."""
         return self.page.locator("#notice")
+
+    @property
+    def empty(self):
+        """The line shown instead of tiles (no dashboard, or a dashboard without tiles)."""
+        return self.page.locator("#empty")
+
+    @property
+    def removed(self):
+        """The notice shown when the entity was removed."""
+        return self.page.locator("#removed")

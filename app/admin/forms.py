@@ -1,8 +1,13 @@
-"""The admin page's forms. Flask-WTF adds the CSRF token; the tile rules live in app/services/dashboards.py."""
+"""The admin page's forms. Flask-WTF adds the CSRF token; the rules live in app/services and app/validation.py.
+
+The forms only convert types. Each form can put a service message on the field it
+names (``name must not be empty`` goes under Name), since the services and the
+REST API name fields as the API does.
+"""
 
 from flask_wtf import FlaskForm
 from wtforms import FloatField, HiddenField, IntegerField, SelectChoice, SelectField, StringField, TextAreaField
-from wtforms.validators import AnyOf, InputRequired, Optional
+from wtforms.validators import AnyOf, InputRequired, Optional, StopValidation
 from wtforms.widgets import HiddenInput
 
 from app.services.dashboards import TILE_KINDS
@@ -18,7 +23,25 @@ class PlainForm(FlaskForm):
     """A form that carries nothing but its CSRF token (dev sign-in, sign-out)."""
 
 
-class VersionedForm(FlaskForm):
+class ServiceForm(FlaskForm):
+    """A form whose fields the services name by their API names (``API_FIELDS``: API name -> form field)."""
+
+    API_FIELDS = {}
+
+    def attach_error(self, message):
+        """Put a service message on the field it names (``metricName must ...`` goes to Metric name).
+
+        Returns False when it names no field of this form.
+        """
+        name, _, rest = message.partition(" ")
+        field = getattr(self, self.API_FIELDS.get(name, ""), None)
+        if field is None:
+            return False
+        field.errors = [*field.errors, f"{field.label.text} {rest}"]
+        return True
+
+
+class VersionedForm(ServiceForm):
     """A change to a dashboard, made against the version the admin saw."""
 
     expected_version = IntegerField(widget=HiddenInput(), validators=[InputRequired()])
@@ -82,18 +105,6 @@ class TileForm(VersionedForm):
             "thresholds": thresholds or None,
         }
 
-    def attach_error(self, message):
-        """Put a service message on the field it names (``metricName must ...`` goes to Metric name).
-
-        Returns False when it names no field of this form.
-        """
-        name, _, rest = message.partition(" ")
-        field = getattr(self, self.API_FIELDS.get(name, ""), None)
-        if field is None:
-            return False
-        field.errors = [*field.errors, f"{field.label.text} {rest}"]
-        return True
-
 
 class MoveTileForm(VersionedForm):
     """Move a tile one place up or down."""
@@ -112,3 +123,112 @@ class ReorderForm(VersionedForm):
             return [int(part) for part in self.tile_ids.data.split(",")]
         except ValueError:
             return None
+
+
+# --- dashboards and entities ---------------------------------------------------------------------------------------
+
+
+def dashboard_choice(value):
+    """A dashboard picked in a select: None for "" (none), else its id; ValueError for anything else.
+
+    Whether the tenant has that dashboard is the service's to say (NOT_FOUND).
+    """
+    if value is None or value == "":
+        return None
+    if not value.isascii() or not value.isdigit():
+        raise ValueError(value)
+    return int(value)
+
+
+def dashboard_label(dashboard):
+    """How a select names a dashboard: names need not be unique, ids are."""
+    return f"{dashboard['name']} (#{dashboard['id']})"
+
+
+def dashboard_choices(dashboards, none_label, prefix=""):
+    """Select options: ``none_label`` (value "") first, then the tenant's dashboards (``prefix`` + label)."""
+    return [
+        SelectChoice("", none_label),
+        *(SelectChoice(str(d["id"]), prefix + dashboard_label(d)) for d in dashboards),
+    ]
+
+
+class Submitted:
+    """The field must be in the submitted form, even empty (a select whose empty option means "none")."""
+
+    def __call__(self, form, field):
+        if not field.raw_data:
+            raise StopValidation("This field is required.")
+
+
+def _dashboard_field(label, validators=()):
+    return SelectField(
+        label,
+        coerce=dashboard_choice,
+        validate_choice=False,
+        validators=list(validators),
+        invalid_value_message="Choose a dashboard from the list.",
+    )
+
+
+class DashboardForm(ServiceForm):
+    """Create a dashboard: a name, and empty or with a copy of another dashboard's tiles."""
+
+    name = StringField("Name")
+    copy_of = _dashboard_field("Tiles")
+
+    API_FIELDS = {"name": "name", "copyOf": "copy_of"}
+
+    def with_dashboards(self, dashboards):
+        """Offer the tenant's ``dashboards`` to copy from."""
+        self.copy_of.choices = dashboard_choices(dashboards, "Empty: no tiles", prefix="Copy of ")
+        return self
+
+
+class RenameDashboardForm(VersionedForm):
+    """Rename a dashboard, against the version the admin saw."""
+
+    name = StringField("Name")
+
+    API_FIELDS = {"name": "name"}
+
+
+class EntityForm(ServiceForm):
+    """Register an entity: id, type, optional name and dashboard.
+
+    An entity that already exists is updated, as ``PUT /api/v1/entities/<id>``
+    does: an empty name or dashboard keeps what it has.
+    """
+
+    entity_id = StringField("Entity id")
+    entity_type = SelectField("Type", validate_choice=False)
+    entity_name = StringField("Name")
+    dashboard_id = _dashboard_field("Dashboard")
+
+    API_FIELDS = {
+        "entityId": "entity_id",
+        "entityType": "entity_type",
+        "name": "entity_name",
+        "dashboardId": "dashboard_id",
+    }
+
+    def with_choices(self, entity_types, dashboards):
+        """Offer the configured ``entity_types`` and the tenant's ``dashboards``."""
+        self.entity_type.choices = [SelectChoice(t, t) for t in entity_types]
+        self.dashboard_id.choices = dashboard_choices(dashboards, "No dashboard")
+        return self
+
+    def payload(self):
+        """The registration as the REST API would receive it; fields left empty are absent."""
+        payload = {"entityId": self.entity_id.data or "", "entityType": self.entity_type.data}
+        if self.entity_name.data:
+            payload["name"] = self.entity_name.data
+        if self.dashboard_id.data is not None:
+            payload["dashboardId"] = self.dashboard_id.data
+        return payload
+
+
+class EntityDashboardForm(FlaskForm):
+    """Choose the dashboard an entity shows, or none (the empty option)."""
+
+    dashboard_id = _dashboard_field("Dashboard", [Submitted()])

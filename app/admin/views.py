@@ -1,7 +1,9 @@
 """Admin views: each validates a form, calls one service function, and renders or redirects.
 
-Tile changes go through app/services/dashboards.py like the REST API's, so
-every saved change reaches subscribed dashboards as ``dashboard:update``.
+Dashboard, tile and entity changes go through app/services like the REST API's,
+so every saved change reaches subscribed dashboards as ``dashboard:update`` (or,
+for a removed entity, ``error`` ANALYTICS_1101). The tenant is always the admin
+session's; ids from a form or URL are only ever looked up within it.
 """
 
 import functools
@@ -16,15 +18,30 @@ from limits.strategies import MovingWindowRateLimiter
 from app import errors
 from app.addresses import client_address
 from app.admin import bp
-from app.admin.forms import MoveTileForm, PlainForm, ReorderForm, SignInForm, TileForm, VersionedForm
+from app.admin.forms import (
+    DashboardForm,
+    EntityDashboardForm,
+    EntityForm,
+    MoveTileForm,
+    PlainForm,
+    RenameDashboardForm,
+    ReorderForm,
+    SignInForm,
+    TileForm,
+    VersionedForm,
+)
 from app.auth import mint_dev_token, verify_token
 from app.errors import AppError
+from app.serializers import entity_to_dict
 from app.services import admin_sessions, dashboards, entities
+from app.validation import optional_text, require_choice, require_id
 
 SESSION_KEY = "admin"
 DEV_SUBJECT = "dev-admin"
 #: Events shown in the activity panel.
 RECENT_EVENTS = 8
+#: The longest dashboard or entity name, as the REST API checks it (app/api/dashboards.py, app/api/entities.py).
+NAME_LENGTH = 200
 
 
 # --- session ------------------------------------------------------------------------------------------------------
@@ -87,15 +104,31 @@ def _sign_out_form():
 
 @bp.get("")
 def index():
-    """Signed in: the tenant's dashboards and entities. Otherwise: the sign-in page."""
+    """Signed in: the tenant's dashboards and entities, with their forms. Otherwise: the sign-in page."""
     admin = signed_in_admin()
     if admin is None:
         return _sign_in_page(SignInForm())
-    return render_template(
-        "admin/index.html",
-        admin=admin,
-        dashboards=dashboards.list_dashboards(admin["tenant"]),
-        entities=entities.list_entities(admin["tenant"]),
+    return _index_page(admin)
+
+
+def _index_page(admin, dashboard_form=None, entity_form=None, status=200):
+    tenant = admin["tenant"]
+    all_dashboards = dashboards.list_dashboards(tenant)
+    if dashboard_form is None:
+        dashboard_form = DashboardForm(formdata=None)
+    if entity_form is None:
+        entity_form = EntityForm(formdata=None)
+    return (
+        render_template(
+            "admin/index.html",
+            admin=admin,
+            dashboards=all_dashboards,
+            entities=entities.list_entities(tenant),
+            dashboard_form=dashboard_form.with_dashboards(all_dashboards),
+            entity_form=entity_form.with_choices(current_app.config["ENTITY_TYPES"], all_dashboards),
+            row_form=EntityDashboardForm(formdata=None),
+        ),
+        status,
     )
 
 
@@ -178,19 +211,25 @@ def sign_out():
 # --- one dashboard ------------------------------------------------------------------------------------------------
 
 
-def _dashboard_page(admin, dashboard_id, tile_form=None, status=200):
+def _dashboard_page(admin, dashboard_id, tile_form=None, status=200, rename_form=None):
+    """The dashboard's page; a form given was refused and is shown again as typed, against the current version."""
     tenant = admin["tenant"]
     dashboard = dashboards.get_dashboard(tenant, dashboard_id)
     if tile_form is None:
         tile_form = TileForm(formdata=None, expected_version=dashboard["version"])
     else:
         tile_form.show_version(dashboard["version"])
+    if rename_form is None:
+        rename_form = RenameDashboardForm(formdata=None, name=dashboard["name"], expected_version=dashboard["version"])
+    else:
+        rename_form.show_version(dashboard["version"])
     return (
         render_template(
             "admin/dashboard.html",
             admin=admin,
             dashboard=dashboard,
             tile_form=tile_form,
+            rename_form=rename_form,
             version_form=VersionedForm(formdata=None, expected_version=dashboard["version"]),
             activity=_activity(tenant, dashboard_id),
         ),
@@ -209,13 +248,15 @@ def _activity(tenant, dashboard_id):
     }
 
 
-def _conflict_message(exc):
-    return (
-        "Not saved: someone else changed this dashboard while you were looking at it. "
-        "The page now shows the current tiles; check them and make your change again."
-        if exc.error is errors.CONFLICT
-        else exc.message
-    )
+#: What a refused change against an older version of the dashboard says (ANALYTICS_1202).
+STALE_CHANGE = (
+    "Not saved: someone else changed this dashboard while you were looking at it. "
+    "The page now shows the current tiles; check them and make your change again."
+)
+STALE_DELETE = (
+    "Not deleted: someone else changed this dashboard while you were looking at it. "
+    "The page now shows it as it is; delete it again if you still want to."
+)
 
 
 @bp.get("/dashboards/<int:dashboard_id>")
@@ -255,15 +296,18 @@ def _refused(admin, dashboard_id, form, exc):
     return _dashboard_page(admin, dashboard_id, form, exc.status)
 
 
-def _show_error(exc, form=None):
+def _show_error(exc, form=None, stale=STALE_CHANGE):
     """Tell the admin why the service refused: on the form field it names, else as a flash message.
 
-    NOT_FOUND is not shown here: it propagates and answers 404.
+    A stale version (CONFLICT) is explained with ``stale``. NOT_FOUND and
+    UNKNOWN_ENTITY are not shown here: they propagate and answer 404.
     """
-    if exc.error is errors.NOT_FOUND:
+    if exc.status == 404:
         raise exc
-    if form is None or exc.error is errors.CONFLICT or not form.attach_error(exc.message):
-        flash(_conflict_message(exc), "error")
+    if exc.error is errors.CONFLICT:
+        flash(stale, "error")
+    elif form is None or not form.attach_error(exc.message):
+        flash(exc.message, "error")
 
 
 @bp.route("/dashboards/<int:dashboard_id>/tiles/<int:tile_id>/edit", methods=["GET", "POST"])
@@ -354,6 +398,167 @@ def reorder_tiles(admin, dashboard_id):
         except AppError as exc:
             _show_error(exc)
     return redirect(url_for("admin.dashboard", dashboard_id=dashboard_id), 303)
+
+
+# --- dashboards ---------------------------------------------------------------------------------------------------
+
+
+@bp.post("/dashboards")
+@admin_required
+def create_dashboard(admin):
+    """Create a dashboard, empty or with a copy of another one's tiles; then open it."""
+    form = DashboardForm()
+    if not form.validate_on_submit():
+        return _index_page(admin, dashboard_form=form, status=400)
+    try:
+        name = require_id({"name": form.name.data}, "name", NAME_LENGTH)
+        created = dashboards.create_dashboard(admin["tenant"], name, [], copy_of=form.copy_of.data)
+    except AppError as exc:
+        _show_error(exc, form)
+        return _index_page(admin, dashboard_form=form, status=exc.status)
+    copied = ""
+    if form.copy_of.data is not None:
+        count = len(created["tiles"])
+        copied = f", with a copy of {count} tile{'' if count == 1 else 's'}"
+    flash(f"Created dashboard “{created['name']}”{copied}.", "success")
+    return redirect(url_for("admin.dashboard", dashboard_id=created["id"]), 303)
+
+
+@bp.post("/dashboards/<int:dashboard_id>/rename")
+@admin_required
+def rename_dashboard(admin, dashboard_id):
+    """Rename a dashboard (its version, which counts layout changes, stays)."""
+    form = RenameDashboardForm()
+    if not form.validate_on_submit():
+        return _dashboard_page(admin, dashboard_id, rename_form=form, status=400)
+    try:
+        name = require_id({"name": form.name.data}, "name", NAME_LENGTH)
+        renamed = dashboards.rename_dashboard(admin["tenant"], dashboard_id, name, form.expected_version.data)
+    except AppError as exc:
+        _show_error(exc, form)
+        return _dashboard_page(admin, dashboard_id, rename_form=form, status=exc.status)
+    flash(f"Renamed the dashboard to “{renamed['name']}”.", "success")
+    return redirect(url_for("admin.dashboard", dashboard_id=dashboard_id), 303)
+
+
+@bp.route("/dashboards/<int:dashboard_id>/delete", methods=["GET", "POST"])
+@admin_required
+def delete_dashboard(admin, dashboard_id):
+    """Ask for confirmation, naming the entities that will show no dashboard (GET); then delete it (POST)."""
+    tenant = admin["tenant"]
+    current = dashboards.get_dashboard(tenant, dashboard_id)
+    form = VersionedForm(expected_version=current["version"]) if request.method == "GET" else VersionedForm()
+    status = 200
+    if request.method == "POST":
+        if form.validate_on_submit():
+            try:
+                deleted = dashboards.delete_dashboard(tenant, dashboard_id, form.expected_version.data)
+            except AppError as exc:
+                _show_error(exc, stale=STALE_DELETE)
+                status = exc.status
+            else:
+                flash(_deleted_message(current, deleted["detached"]), "success")
+                return redirect(url_for("admin.index"), 303)
+        else:
+            flash("That form was not understood; confirm again.", "error")
+            status = 400
+        form.show_version(current["version"])
+    return (
+        render_template(
+            "admin/delete_dashboard.html",
+            admin=admin,
+            dashboard=current,
+            users=entities.entities_of_dashboard(tenant, dashboard_id),
+            form=form,
+        ),
+        status,
+    )
+
+
+def _deleted_message(dashboard, detached):
+    message = f"Deleted dashboard “{dashboard['name']}”."
+    if detached:
+        message += f" Now showing no dashboard: {', '.join(detached)}."
+    return message
+
+
+# --- entities -----------------------------------------------------------------------------------------------------
+
+
+def _entity_id_of_request():
+    """The entity id the URL names (``?entity_id=``), checked like the REST API's; the tenant is the session's."""
+    return require_id(request.args, "entity_id", current_app.config["MAX_ID_LENGTH"])
+
+
+@bp.post("/entities")
+@admin_required
+def register_entity(admin):
+    """Register an entity (an existing one is updated with what was filled in, as PUT does)."""
+    form = EntityForm()
+    if not form.validate_on_submit():
+        return _index_page(admin, entity_form=form, status=400)
+    config = current_app.config
+    payload = form.payload()
+    try:
+        entity, created = entities.register_entity(
+            admin["tenant"],
+            require_id(payload, "entityId", config["MAX_ID_LENGTH"]),
+            require_choice(payload, "entityType", config["ENTITY_TYPES"]),
+            optional_text(payload, "name", NAME_LENGTH, default=None),
+            payload.get("dashboardId", entities.KEEP),
+            max_entities=config["MAX_ENTITIES_PER_TENANT"],
+        )
+    except AppError as exc:
+        if exc.status == 404:
+            raise
+        if not form.attach_error(exc.message):
+            flash(f"Not registered: {exc.message}.", "error")
+        return _index_page(admin, entity_form=form, status=exc.status)
+    done = "Registered" if created else "Updated the existing"
+    flash(f"{done} {entity['entityType']} “{entity['entityId']}”.", "success")
+    return redirect(url_for("admin.index"), 303)
+
+
+@bp.post("/entities/dashboard")
+@admin_required
+def attach_dashboard(admin):
+    """Show the chosen dashboard on an entity, or none; its open live pages follow at once."""
+    entity_id = _entity_id_of_request()
+    form = EntityDashboardForm()
+    if not form.validate_on_submit():
+        flash("That dashboard choice was not understood; choose one from the list.", "error")
+        return redirect(url_for("admin.index"), 303)
+    try:
+        entity = entities.attach_dashboard(admin["tenant"], entity_id, form.dashboard_id.data)
+    except AppError as exc:
+        if exc.status == 404:
+            raise
+        flash(f"Not saved: {exc.message}.", "error")
+        return redirect(url_for("admin.index"), 303)
+    shows = f"dashboard #{entity['dashboardId']}" if entity["dashboardId"] is not None else "no dashboard"
+    flash(f"“{entity_id}” now shows {shows}.", "success")
+    return redirect(url_for("admin.index"), 303)
+
+
+@bp.route("/entities/delete", methods=["GET", "POST"])
+@admin_required
+def delete_entity(admin):
+    """Ask for confirmation, naming the entity (GET); then delete it and its current values (POST).
+
+    An entity the tenant does not have (UNKNOWN_ENTITY) answers 404, on either.
+    """
+    tenant = admin["tenant"]
+    entity_id = _entity_id_of_request()
+    form = PlainForm()
+    if request.method == "POST" and form.validate_on_submit():
+        entities.delete_entity(tenant, entity_id)
+        flash(f"Deleted entity “{entity_id}”.", "success")
+        return redirect(url_for("admin.index"), 303)
+    entity = entity_to_dict(entities.find_entity(tenant, entity_id))
+    dashboard = None
+    if entity["dashboardId"] is not None:
+        dashboard = dashboards.get_dashboard(tenant, entity["dashboardId"])
+    return render_template("admin/delete_entity.html", admin=admin, entity=entity, dashboard=dashboard, form=form)
 
 
 @bp.after_request
