@@ -70,6 +70,16 @@ def entity_metrics(entity, rows):
     }
 
 
+def history_point(moment, value, seq):
+    """A raw history point: ``{t, value, seq}``."""
+    return {"t": iso_utc(moment), "value": value, "seq": seq}
+
+
+def history_bucket(moment, low, high, average, last, count):
+    """A history bucket starting at ``moment``: ``{t, min, max, avg, last, count}``."""
+    return {"t": iso_utc(moment), "min": low, "max": high, "avg": average, "last": last, "count": count}
+
+
 def ingest_result(accepted, last_seq):
     """``POST /metrics``: ``{accepted, lastSeq}``."""
     return {"accepted": accepted, "lastSeq": last_seq}

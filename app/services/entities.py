@@ -20,7 +20,7 @@ from app import errors
 from app.database import write_transaction
 from app.errors import AppError
 from app.extensions import db
-from app.models import Dashboard, Entity, MetricValue, Tile
+from app.models import Dashboard, Entity, MetricPoint, MetricRollup, MetricValue, Tile
 from app.serializers import dashboard_initial, entity_deleted, entity_replaced, entity_to_dict, tile_to_dict
 from app.services.changes import append_entity_change, change_committed
 from app.validation import is_row_id
@@ -231,7 +231,7 @@ def attach_dashboard(tenant_id, entity_id, dashboard_id):
 
 
 def delete_entity(tenant_id, entity_id):
-    """Remove the tenant's entity and its current values; its subscribers get ``error`` ANALYTICS_1101.
+    """Remove the tenant's entity, its current values and history; its subscribers get ``error`` ANALYTICS_1101.
 
     Raises UNKNOWN_ENTITY. Its change-log rows stay (the log is a history).
     """
@@ -241,9 +241,8 @@ def delete_entity(tenant_id, entity_id):
             entity, _ = _lock_entity(session, tenant_id, entity_id, removing=True)
             if entity is None:
                 raise AppError(errors.UNKNOWN_ENTITY, f"unknown entity {entity_id!r}")
-            session.execute(
-                delete(MetricValue).where(MetricValue.tenant_id == tenant_id, MetricValue.entity_id == entity_id)
-            )
+            for table in (MetricValue, MetricPoint, MetricRollup):  # its values and their history
+                session.execute(delete(table).where(table.tenant_id == tenant_id, table.entity_id == entity_id))
             session.delete(entity)
             append_entity_change(session, tenant_id, entity_id, entity_deleted(entity.dashboard_id))
 
