@@ -57,9 +57,7 @@ POINT = """
 SQLITE_TRIGGER = (
     "CREATE TRIGGER change_log_history AFTER INSERT ON change_log WHEN NEW.kind = 'metric' BEGIN"
     + POINT.format(t=SQLITE_T)
-    + ROLLUP.format(
-        t=SQLITE_T, minute=MINUTE.format(t=SQLITE_T), least="min", greatest="max", newer=NEWER
-    )
+    + ROLLUP.format(t=SQLITE_T, minute=MINUTE.format(t=SQLITE_T), least="min", greatest="max", newer=NEWER)
     + "END"
 )
 
