@@ -47,6 +47,26 @@ def env_float(name, default, minimum=None):
     return value
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def env_duration(name, default, minimum=1):
+    """Return a duration in seconds: seconds, or a number with a unit (``90s``, ``15m``, ``24h``, ``7d``)."""
+    raw = env_str(name)
+    if raw is None:
+        return default
+    number, unit = raw.lower(), "s"
+    if number[-1:] in _DURATION_UNITS:
+        number, unit = number[:-1].strip(), number[-1]
+    try:
+        value = float(number) * _DURATION_UNITS[unit]
+    except ValueError:
+        raise ValueError(f"{name} must be seconds or a number with s, m, h or d (7d, 24h), got {raw!r}") from None
+    if not value >= minimum or value == float("inf"):
+        raise ValueError(f"{name} must be at least {minimum} seconds, got {raw!r}")
+    return value
+
+
 def env_bool(name, default):
     """Return the variable as a boolean (1/0, true/false, yes/no, on/off)."""
     raw = os.environ.get(name)
@@ -220,6 +240,13 @@ def load_config(instance_path):
         "POLL_BATCH_SIZE": env_int("POLL_BATCH_SIZE", 5000, 1),
         "POLL_GAP_TIMEOUT": env_float("POLL_GAP_TIMEOUT", 30.0, minimum=0.1),
         "POLL_MAX_BACKOFF": env_float("POLL_MAX_BACKOFF", 5.0, minimum=0.01),
+        # History and retention
+        "HISTORY_WINDOW": env_duration("HISTORY_WINDOW", 3600.0, minimum=60),
+        "HISTORY_POINTS": env_int("HISTORY_POINTS", 120, 2, maximum=1000),
+        "HISTORY_RETENTION": env_duration("HISTORY_RETENTION", 7 * 86400.0),
+        "ROLLUP_RETENTION": env_duration("ROLLUP_RETENTION", 400 * 86400.0),
+        "CHANGE_LOG_RETENTION": env_duration("CHANGE_LOG_RETENTION", 86400.0),
+        "RETENTION_INTERVAL": env_duration("RETENTION_INTERVAL", 60.0, minimum=0.1),
         # REST
         "MAX_INGEST_BATCH": env_int("MAX_INGEST_BATCH", 1000, 1),
         "MAX_METRICS_PER_ENTITY": env_int("MAX_METRICS_PER_ENTITY", 1000, 1),

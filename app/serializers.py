@@ -113,10 +113,11 @@ def entity_deleted(previous_dashboard_id):
 
 
 def dashboard_initial(entity, version, metrics, tiles, seq=None):
-    """``dashboard:initial``: ``{entityId, entityType, dashboardId, version, metrics, tiles, seq}``.
+    """``dashboard:initial``: ``{entityId, entityType, dashboardId, version, metrics, tiles, history, seq}``.
 
     ``metrics`` maps names to values, ``tiles`` are ``tile_to_dict`` dicts in order;
-    ``seq`` is the change-log position the snapshot was read at (set by the poller).
+    ``history`` (set by the poller) maps the metric of each ``line`` tile to its
+    recent points; ``seq`` is the change-log position the snapshot was read at.
     """
     return {
         "entityId": entity.entity_id,
@@ -125,8 +126,14 @@ def dashboard_initial(entity, version, metrics, tiles, seq=None):
         "version": version,
         "metrics": metrics,
         "tiles": tiles,
+        "history": {},
         "seq": seq,
     }
+
+
+def chart_metrics(tiles):
+    """The metric names of the ``line`` tiles among ``tiles`` (``tile_to_dict`` dicts): those that get history."""
+    return [tile["metricName"] for tile in tiles if tile.get("kind") == "line"]
 
 
 def metric_update(change):

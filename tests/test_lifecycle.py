@@ -61,6 +61,7 @@ def test_replace_and_detach_reach_both_namespaces_once_and_only_the_new_dashboar
             "action": "replaced",
             "tiles": new["tiles"],
             "version": 1,
+            "history": {},
             "seq": replaced["seq"],
         }
 

@@ -132,6 +132,7 @@ def test_seed_example_follows_a_replaced_dashboard_and_hears_of_a_removed_entity
         "action": "replaced",
         "tiles": new["tiles"],
         "version": 1,
+        "history": {},
         "seq": replaced["seq"],
     }
 

@@ -63,10 +63,11 @@ class FanOut:
             summary = f"{data['action']}, version {data['version']}"
             self._activity.record(change.tenant_id, entity_ids, "dashboard:update", summary, recipients)
 
-    def entity(self, change):
+    def entity(self, change, history=None):
         """Tell the entity's subscribers, on both namespaces, that it shows another dashboard or was removed.
 
-        ``replaced``: ``dashboard:update`` with the new dashboard's tiles. Removed:
+        ``replaced``: ``dashboard:update`` with the new dashboard's tiles (and ``history``
+        for its ``line`` tiles, read by the poller). Removed:
         ``error`` ANALYTICS_1101, then the sockets are unsubscribed from it (and stay connected).
         """
         room = room_for(change.tenant_id, change.entity_id)
@@ -81,6 +82,7 @@ class FanOut:
             if data is None:
                 log.warning("skipping malformed entity change at seq %d", change.seq)
                 return
+            data["history"] = history or {}
             summary = f"replaced, dashboard {data['dashboardId'] if data['dashboardId'] is not None else 'none'}"
         recipients = 0
         for namespace in (DASHBOARD_NAMESPACE, UPDATES_NAMESPACE):

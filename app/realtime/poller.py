@@ -25,15 +25,18 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from gevent.lock import RLock
 
 from app.database import CommitProbe, consistent_read
 from app.extensions import db
 from app.models import CHANGE_DASHBOARD, CHANGE_ENTITY, CHANGE_METRIC
-from app.realtime.rooms import room_for
+from app.realtime.rooms import DASHBOARD_NAMESPACE, UPDATES_NAMESPACE, room_for
+from app.serializers import chart_metrics
 from app.services import changes as change_log
 from app.services.entities import entity_snapshot
+from app.services.history import recent_history
 from app.telemetry import POLL_FAILURES, POLL_SKIPS, observe_poll
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,7 @@ def layout_recipients(layout_changes, showing_now, moves):
 class _Batch:
     changes: list = field(default_factory=list)
     layout_recipients: dict = field(default_factory=dict)
+    histories: dict = field(default_factory=dict)  # seq of an entity change -> the chart history it carries
     current_seqs: dict = field(default_factory=dict)
     head: int | None = None
     missing: list = field(default_factory=list)
@@ -197,12 +201,33 @@ class ChangePoller:
                     if not batch.full:
                         break
                 snapshot = entity_snapshot(tenant_id, entity_id, entity_type)
+                snapshot["history"] = self._history(tenant_id, entity_id, snapshot["tiles"], snapshot["metrics"])
             if not self._sio.is_connected(sid, namespace):
                 return None
             self._sio.enter_room(sid, room_for(tenant_id, entity_id), namespace=namespace)
             snapshot["seq"] = self.position
             self._sio.emit("dashboard:initial", snapshot, to=sid, namespace=namespace, ignore_queue=True)
             return snapshot
+
+    def _history(self, tenant_id, entity_id, tiles, current):
+        """The recent points of each ``line`` tile's metric, for a chart's first paint."""
+        names = chart_metrics(tiles)
+        if not names:
+            return {}
+        config = self._app.config
+        return recent_history(
+            tenant_id, entity_id, names, current, config["HISTORY_WINDOW"], config["HISTORY_POINTS"], datetime.now(UTC)
+        )
+
+    def _replaced_history(self, change):
+        """The chart history a ``replaced`` entity change carries (its new dashboard's ``line`` tiles)."""
+        payload = change.payload if isinstance(change.payload, dict) else {}
+        names = chart_metrics(payload.get("tiles") or [])
+        room = room_for(change.tenant_id, change.entity_id)
+        if not names or not any(self._sio.has_subscribers(ns, room) for ns in (DASHBOARD_NAMESPACE, UPDATES_NAMESPACE)):
+            return {}
+        current = change_log.current_values(change.tenant_id, change.entity_id, names)
+        return self._history(change.tenant_id, change.entity_id, payload["tiles"], current)
 
     def _read(self):
         """Query the database; changes nothing in the poller."""
@@ -223,6 +248,7 @@ class ChangePoller:
         return _Batch(
             changes=rows,
             layout_recipients=recipients,
+            histories={c.seq: self._replaced_history(c) for c in rows if c.kind == CHANGE_ENTITY},
             current_seqs=change_log.current_seqs(late),
             full=len(rows) >= self._batch_size,
         )
@@ -278,6 +304,6 @@ class ChangePoller:
                 if change.kind == CHANGE_METRIC:
                     self._fanout.metric(change)
                 elif change.kind == CHANGE_ENTITY:
-                    self._fanout.entity(change)
+                    self._fanout.entity(change, batch.histories.get(change.seq))
                 else:
                     self._fanout.dashboard(change, batch.layout_recipients.get(change.seq, ()))

@@ -138,3 +138,15 @@ def entities_using(dashboard_ids):
     for dashboard_id, tenant_id, entity_id in rows:
         users.setdefault(dashboard_id, []).append((tenant_id, entity_id))
     return users
+
+
+def current_values(tenant_id, entity_id, metric_names):
+    """``{metricName: value}`` of the entity's current values among ``metric_names``."""
+    rows = db.session.execute(
+        select(MetricValue.metric_name, MetricValue.value).where(
+            MetricValue.tenant_id == tenant_id,
+            MetricValue.entity_id == entity_id,
+            MetricValue.metric_name.in_(sorted(set(metric_names))),
+        )
+    )
+    return dict(rows.all())

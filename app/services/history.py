@@ -17,7 +17,7 @@ from app import errors
 from app.errors import AppError
 from app.extensions import db
 from app.models import MetricPoint, MetricRollup
-from app.serializers import history_bucket, history_point
+from app.serializers import history_bucket, history_point, iso_utc
 from app.services.entities import find_entity
 
 #: Default and largest page of raw points.
@@ -220,3 +220,34 @@ def _rollup_buckets(series, first, last, minutes):
 def _when_first(rank, value):
     """The value of the bucket's newest row (rank 1), to be picked out with max()."""
     return case((rank == 1, value))
+
+
+def chart_step(window, points):
+    """The step (seconds) of a chart of ``window`` seconds with at most ``points`` points.
+
+    From 30 s up, whole minutes, so that the chart reads the 1-minute rollups.
+    """
+    step = max(1, math.ceil(window / points))
+    return step if step < 30 else math.ceil(step / 60) * 60
+
+
+def recent_history(tenant_id, entity_id, metric_names, current, window, points, now):
+    """``{metricName: [{t, value}]}`` for a chart of the last ``window`` seconds, at most ``points`` points each.
+
+    Each point is the last value of its bucket, oldest first; the last point is
+    the metric's ``current`` value (``{metricName: value}``) when it has one.
+    """
+    step = chart_step(window, points)
+    end = to_ms(now)
+    start = end - math.floor(window * 1000)
+    series = {}
+    for name in sorted(set(metric_names)):
+        chart = [{"t": b["t"], "value": b["last"]} for b in buckets((tenant_id, entity_id, name), start, end, step)]
+        chart = chart[-points:]  # the range may touch one bucket more than the window holds
+        if name in current:
+            if chart:
+                chart[-1]["value"] = current[name]
+            else:
+                chart = [{"t": iso_utc(from_ms(_floor(end, step * 1000))), "value": current[name]}]
+        series[name] = chart
+    return series

@@ -12,8 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from app.services.history import recent_history
 from testkit import unique
 from tests.api.conftest import assert_error
+from tests.test_chart_history import minute_of, write_minutes
 
 BASE = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -192,3 +194,24 @@ def test_a_removed_entity_takes_its_history_along(admin_api, venue):
     params = {"from": iso(BASE - timedelta(hours=1)), "to": iso(BASE + timedelta(hours=1))}
     assert history(admin_api, venue, **params)["points"] == []
     assert history(admin_api, venue, **params, step=60)["points"] == []
+
+
+def test_recent_history_is_the_last_value_of_each_bucket_and_ends_with_the_current_value(app, admin_api, tenant):
+    entity_id = unique("event")
+    admin_api.put_entity(entity_id, "event")
+    now = datetime.now(UTC)
+    last = write_minutes(admin_api, entity_id, "checkIns", now, 90)
+    with app.app_context():
+        series = recent_history(tenant, entity_id, ["checkIns", "queue"], {"checkIns": 7.0}, 3600, 120, now)
+    expected = [
+        {"t": iso(start), "value": value}
+        for start, value in sorted(last.items())
+        if start >= now - timedelta(hours=1, minutes=1)
+    ]
+    expected = expected[-60:]
+    expected[-1]["value"] = 7.0
+    assert series == {"checkIns": expected, "queue": []}
+
+    with app.app_context():
+        only_current = recent_history(tenant, entity_id, ["queue"], {"queue": 3.0}, 3600, 120, now)
+    assert only_current == {"queue": [{"t": iso(minute_of(now)), "value": 3.0}]}
