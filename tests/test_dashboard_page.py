@@ -6,6 +6,7 @@ restart is checked with the other clients' in tests/test_resilience.py.
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from playwright.sync_api import expect
@@ -39,6 +40,29 @@ def line_entity(admin_api):
     return entity_id, dashboard
 
 
+def write_minutes(api, entity_id, metric, values, before=1):
+    """Write ``values`` one a minute (oldest first) with past timestamps, the last ``before`` minutes before this one.
+
+    Each lands in a minute bucket of its own, so the chart history has one point per value.
+    """
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    body = [
+        {
+            "entityId": entity_id,
+            "metricName": metric,
+            "value": value,
+            "timestamp": (now - timedelta(minutes=len(values) - 1 - i + before, seconds=-20)).isoformat(),
+        }
+        for i, value in enumerate(values)
+    ]
+    api.call("POST", "/metrics", 201, json={"metrics": body})
+
+
+def chart_points(chart):
+    """The ``(x, y)`` points of a chart's polyline."""
+    return [tuple(map(float, p.split(","))) for p in chart.locator("polyline").get_attribute("points").split()]
+
+
 def test_metrics_written_through_rest_show_up_with_a_highlight(live_server, tenant, line_entity, admin_api, new_page):
     entity_id, _ = line_entity
     admin_api.ingest((entity_id, "ticketsSold", 1200))
@@ -60,6 +84,34 @@ def test_metrics_written_through_rest_show_up_with_a_highlight(live_server, tena
     expect(chart).to_have_attribute("data-points", "3")
     points = chart.locator("polyline").get_attribute("points").split()
     assert len(points) == 3
+    assert page.was_not_reloaded()
+
+
+def test_a_line_chart_is_drawn_from_the_history_at_once_also_after_a_reload(
+    live_server, tenant, line_entity, admin_api, new_page
+):
+    entity_id, _ = line_entity
+    write_minutes(admin_api, entity_id, "checkIns", [10, 14, 9, 20, 12])
+    page = DashboardPage(new_page(), live_server.url, entity_id).open(mint_token(tenant)).wait_ready()
+    tile = page.tile("Check-ins")
+    chart = tile.locator("svg.chart")
+
+    for _ in range(2):
+        expect(chart).to_have_attribute("data-points", "5")  # before any live value
+        expect(tile.locator(".tile-value")).to_have_text("12/min")
+        points = chart_points(chart)
+        assert len(points) == 5
+        assert [x for x, _ in points] == [0, 25, 50, 75, 100]
+        assert points[3][1] == min(y for _, y in points)  # 20 is the highest value: at the top
+        expect(chart).to_have_attribute("aria-label", re.compile(r"^Last 5 values, from 9 to 20$"))
+        page.page.reload()  # the token is in sessionStorage: the page connects again by itself
+        page.wait_ready()
+
+    page.mark()
+    admin_api.ingest((entity_id, "checkIns", 30))
+    expect(chart).to_have_attribute("data-points", "6")
+    expect(tile.locator(".tile-value")).to_have_text("30/min")
+    assert chart_points(chart)[-1][1] == min(y for _, y in chart_points(chart))
     assert page.was_not_reloaded()
 
 
@@ -86,26 +138,34 @@ def test_another_dashboard_through_rest_is_drawn_whole_and_a_removed_entity_says
     live_server, tenant, line_entity, admin_api, new_page
 ):
     entity_id, first = line_entity
+    # Tickets is a number tile here: the snapshot carries no history for it, the page keeps its current value.
+    write_minutes(admin_api, entity_id, "ticketsSold", [1000, 1100, 1150, 1200], before=4)
     page = DashboardPage(new_page(), live_server.url, entity_id).open(mint_token(tenant)).wait_ready()
     page.mark()
-    for value in (10, 14):
-        admin_api.ingest((entity_id, "checkIns", value))
+    for value, before in ((10, 3), (14, 2)):
+        write_minutes(admin_api, entity_id, "checkIns", [value], before=before)
         expect(page.tile("Check-ins").locator(".tile-value")).to_have_text(f"{value}/min")
     second = admin_api.create_dashboard(
-        "Second", tiles=[{"title": "Arrivals", "metricName": "checkIns", "kind": "line", "unit": "/min"}]
+        "Second",
+        tiles=[
+            {"title": "Arrivals", "metricName": "checkIns", "kind": "line", "unit": "/min"},
+            {"title": "Sales", "metricName": "ticketsSold", "kind": "line"},
+        ],
     )
 
     admin_api.call("PUT", f"/entities/{entity_id}", 200, json={"entityType": "event", "dashboardId": second["id"]})
 
-    expect(page.titles).to_have_text(["Arrivals"])
+    expect(page.titles).to_have_text(["Arrivals", "Sales"])
     arrivals = page.tile("Arrivals")
     expect(arrivals.locator(".tile-value")).to_have_text("14/min")  # the values received so far stay
     expect(arrivals.locator("svg.chart")).to_have_attribute("data-points", "2")
+    # replaced carries the history of the new line tiles: Sales is drawn whole at once.
+    expect(page.tile("Sales").locator("svg.chart")).to_have_attribute("data-points", "4")
     # The first dashboard's layout changes no longer reach the page; the second's do.
     admin_api.call("DELETE", f"/dashboards/{first['id']}/tiles/{first['tiles'][0]['id']}", 200)
     tile = {"title": "Q", "metricName": "q", "kind": "number"}
     admin_api.call("POST", f"/dashboards/{second['id']}/tiles", 201, json=tile)
-    expect(page.titles).to_have_text(["Arrivals", "Q"])
+    expect(page.titles).to_have_text(["Arrivals", "Sales", "Q"])
     expect(page.page.locator("#version")).to_have_text("2")
 
     admin_api.call("DELETE", f"/entities/{entity_id}", 204)

@@ -3,6 +3,8 @@
 // dashboard:initial, then apply metric:update and dashboard:update as they come:
 // a layout change of the dashboard shown, or "replaced" when the entity now shows
 // another dashboard (or none). An entity that is removed gets an error instead.
+// Line tiles start from the history the snapshot (and "replaced") carries, so a reload
+// shows their charts at once; each metric:update is appended to it.
 (function () {
   'use strict';
 
@@ -21,7 +23,8 @@
   const versionEl = document.getElementById('version');
   const lastUpdateEl = document.getElementById('last-update');
   const STORAGE_KEY = 'analytics.token';
-  const HISTORY = 40;
+  // Values a chart keeps: the snapshot's history (HISTORY_POINTS, 120 by default) and as many live ones.
+  const HISTORY = 240;
 
   const state = {
     dashboardId: null,
@@ -32,7 +35,7 @@
     order: [], // tile ids in display order
     metrics: {}, // metric name -> value
     metricSeq: {}, // metric name -> seq of the value shown
-    history: {}, // metric name -> recent values, oldest first
+    history: {}, // metric name -> recent values, oldest first (the server's history, then live values)
   };
   let socket = null;
 
@@ -227,6 +230,16 @@
     if (values.length > HISTORY) values.splice(0, values.length - HISTORY);
   }
 
+  // The server's recent values of the line tiles' metrics (`history`: {name: [{t, value}]}, oldest first,
+  // ending with the current value) replace what the page holds for them; other metrics keep theirs.
+  function takeHistory(history) {
+    if (!history || typeof history !== 'object') return new Set();
+    for (const [name, points] of Object.entries(history)) {
+      if (Array.isArray(points)) state.history[name] = points.map((p) => p.value).slice(-HISTORY);
+    }
+    return new Set(Object.keys(history));
+  }
+
   // --- protocol -------------------------------------------------------------------------------------------------
 
   function showLayout(dashboardId, version, tiles) {
@@ -246,7 +259,9 @@
     state.layoutSeq = state.snapshotSeq;
     state.metrics = Object.assign({}, data.metrics);
     state.metricSeq = {};
+    const given = takeHistory(data.history); // ends with the current value already
     for (const [name, value] of Object.entries(state.metrics)) {
+      if (given.has(name)) continue;
       const values = state.history[name];
       if (!values || values[values.length - 1] !== value) remember(name, value);
     }
@@ -279,6 +294,7 @@
   function onReplaced(data) {
     if (data.entityId !== entityId || data.seq <= state.layoutSeq) return; // in the snapshot already
     state.layoutSeq = data.seq;
+    takeHistory(data.history); // the new layout's line tiles; without it, the charts keep what they have
     showLayout(data.dashboardId, data.version, data.tiles || []);
     renderAll();
     for (const card of tilesEl.children) highlight(card, 'changed');
