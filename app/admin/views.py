@@ -8,6 +8,7 @@ session's; ids from a form or URL are only ever looked up within it.
 
 import functools
 import time
+from datetime import UTC, datetime
 
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFError
@@ -30,10 +31,12 @@ from app.admin.forms import (
     TileForm,
     VersionedForm,
 )
+from app.admin.sparklines import duration, metric_value, sparkline
 from app.auth import mint_dev_token, verify_token
 from app.errors import AppError
 from app.serializers import entity_to_dict
-from app.services import admin_sessions, dashboards, entities
+from app.services import admin_sessions, changes, dashboards, entities
+from app.services.history import recent_history
 from app.validation import optional_text, require_choice, require_id
 
 SESSION_KEY = "admin"
@@ -91,6 +94,10 @@ def _start_session(principal):
 
 def _dev_login_enabled():
     return current_app.config["ADMIN_DEV_LOGIN"] and bool(current_app.config["JWT_SECRET"])
+
+
+for _filter in (sparkline, metric_value, duration):
+    bp.add_app_template_filter(_filter)
 
 
 @bp.context_processor
@@ -215,6 +222,8 @@ def _dashboard_page(admin, dashboard_id, tile_form=None, status=200, rename_form
     """The dashboard's page; a form given was refused and is shown again as typed, against the current version."""
     tenant = admin["tenant"]
     dashboard = dashboards.get_dashboard(tenant, dashboard_id)
+    users = entities.entities_of_dashboard(tenant, dashboard_id)
+    shown = _sparkline_entity(users)
     if tile_form is None:
         tile_form = TileForm(formdata=None, expected_version=dashboard["version"])
     else:
@@ -231,14 +240,49 @@ def _dashboard_page(admin, dashboard_id, tile_form=None, status=200, rename_form
             tile_form=tile_form,
             rename_form=rename_form,
             version_form=VersionedForm(formdata=None, expected_version=dashboard["version"]),
-            activity=_activity(tenant, dashboard_id),
+            activity=_activity(tenant, dashboard_id, users),
+            sparklines=_sparklines(tenant, dashboard, shown),
         ),
         status,
     )
 
 
-def _activity(tenant, dashboard_id):
-    users = entities.entities_of_dashboard(tenant, dashboard_id)
+def _sparkline_entity(users):
+    """The entity whose values the sparklines show: ``?entity=`` among ``users`` (the dashboard's), else the first.
+
+    None when no entity shows the dashboard. An id that is not among them (unknown, of
+    another tenant, or showing another dashboard) answers 404, the same for all three.
+    """
+    if "entity" not in request.args:
+        return users[0] if users else None
+    entity_id = require_id(request.args, "entity", current_app.config["MAX_ID_LENGTH"])
+    for user in users:
+        if user["entityId"] == entity_id:
+            return user
+    raise AppError(errors.UNKNOWN_ENTITY, f"entity {entity_id!r} does not show this dashboard")
+
+
+def _sparklines(tenant, dashboard, entity):
+    """``{entity, window, history}``: the recent values of every tile's metric (all kinds) of ``entity``.
+
+    The same history as the live page's charts (HISTORY_WINDOW, HISTORY_POINTS),
+    read in one call for all the tiles.
+    """
+    config = current_app.config
+    window = config["HISTORY_WINDOW"]
+    if entity is None:
+        return {"entity": None, "window": window, "history": {}}
+    names = [tile["metricName"] for tile in dashboard["tiles"]]
+    current = changes.current_values(tenant, entity["entityId"], names)
+    history = recent_history(
+        tenant, entity["entityId"], names, current, window, config["HISTORY_POINTS"], datetime.now(UTC)
+    )
+    return {"entity": entity, "window": window, "history": history}
+
+
+def _activity(tenant, dashboard_id, users=None):
+    if users is None:
+        users = entities.entities_of_dashboard(tenant, dashboard_id)
     entity_ids = [e["entityId"] for e in users]
     tracker = current_app.extensions["realtime"].activity
     return {

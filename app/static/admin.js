@@ -1,5 +1,5 @@
 // Admin page enhancements. Everything works without JavaScript; this adds a live
-// activity panel and drag-and-drop reordering on top.
+// activity panel, drag-and-drop reordering and a sparkline entity choice that needs no button on top.
 (function () {
   'use strict';
 
@@ -90,6 +90,13 @@
     });
   }
 
+  // Choosing another entity for the sparklines shows its values at once (the Show button does it without JavaScript).
+  function switchSparklineEntity() {
+    const select = document.getElementById('sparkline-entity-select');
+    if (select) select.addEventListener('change', () => select.form.submit());
+  }
+
   watchActivity();
   dragToReorder();
+  switchSparklineEntity();
 })();
