@@ -1,4 +1,7 @@
-"""``flask --app wsgi`` commands: dev tokens, demo data, setting a metric."""
+"""``flask --app wsgi`` commands: dev tokens, demo data, setting a metric, running retention."""
+
+import os
+import socket
 
 import click
 from flask import current_app
@@ -6,7 +9,7 @@ from flask import current_app
 from app.auth import mint_dev_token
 from app.demo import seed_demo
 from app.errors import AppError
-from app.services import metrics
+from app.services import metrics, retention
 
 
 def register_cli(app):
@@ -60,3 +63,15 @@ def register_cli(app):
         except AppError as exc:
             raise click.ClickException(f"{exc.error.code}: {exc.message}") from None
         click.echo(f"recorded {entity_id}.{metric_name} = {value} at seq {result['lastSeq']}")
+
+    @app.cli.command("prune")
+    @click.option("--dry-run", is_flag=True, help="Count what would be removed; remove nothing.")
+    def prune_command(dry_run):
+        """Run retention once (as the servers do every RETENTION_INTERVAL) and print what it removed."""
+        holder = f"cli:{socket.gethostname()}:{os.getpid()}"
+        removed = retention.run_once(retention.Retention.from_config(current_app.config), holder, dry_run=dry_run)
+        if removed is None:
+            raise click.ClickException("another process is running retention now; try again in a moment")
+        verb = "would remove" if dry_run else "removed"
+        for table, count in removed.items():
+            click.echo(f"{table}: {verb} {count} rows")

@@ -90,6 +90,18 @@ POLL_SKIPS = Counter(
     "Poller rounds that skipped the query: SQLite said nothing was committed since the last (PRAGMA data_version).",
 )
 POLL_FAILURES = Counter("analytics_poll_failures_total", "Poller ticks that failed (for example, database down).")
+RETENTION_PRUNED = Counter(
+    "analytics_retention_pruned_rows_total",
+    "Rows deleted by retention, per table: metric_points, metric_rollups, change_log.",
+    ["table"],
+)
+OLDEST_ROW_AGE = Gauge(
+    "analytics_oldest_row_age_seconds",
+    "Age of the oldest row per table after the last retention run (points and rollups by their timestamp, "
+    "change_log by the recorded_at of its lowest seq).",
+    ["table"],
+    multiprocess_mode="livemostrecent",
+)
 NOTIFICATION_LAG = Histogram(
     "analytics_notification_lag_seconds",
     "Delay between a change-feed notification being sent and being received by a worker.",
@@ -112,6 +124,14 @@ def observe_poll(seconds, rows):
     """Record one poller tick: how long it took and how many change-log rows it read."""
     POLL_DURATION.observe(seconds)
     POLL_ROWS.observe(rows)
+
+
+def observe_retention(removed, ages):
+    """Count what a retention run deleted and set the age of each table's oldest row."""
+    for table, count in removed.items():
+        RETENTION_PRUNED.labels(table).inc(count)
+    for table, age in ages.items():
+        OLDEST_ROW_AGE.labels(table).set(age)
 
 
 def observe_notification_lag(seconds):

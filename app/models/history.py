@@ -1,6 +1,6 @@
-"""Metric history: raw points and 1-minute rollups, both kept by the change log's trigger (migration 0005)."""
+"""Metric history: raw points and 1-minute rollups kept by the change log's trigger, and their retention (0005)."""
 
-from sqlalchemy import BigInteger, Float, String
+from sqlalchemy import BigInteger, Float, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -11,7 +11,7 @@ class MetricPoint(db.Model):
     """One recorded value of one metric at its timestamp ``t`` (Unix milliseconds)."""
 
     __tablename__ = "metric_points"
-    __table_args__ = {"sqlite_with_rowid": False}
+    __table_args__ = (Index("ix_metric_points_t", "t"), {"sqlite_with_rowid": False})
 
     tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     entity_id: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -25,7 +25,7 @@ class MetricRollup(db.Model):
     """One metric's values in one minute (``minute`` = floor(t / 60000)); ``last_value`` has the latest ``t``."""
 
     __tablename__ = "metric_rollups"
-    __table_args__ = {"sqlite_with_rowid": False}
+    __table_args__ = (Index("ix_metric_rollups_minute", "minute"), {"sqlite_with_rowid": False})
 
     tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     entity_id: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -38,3 +38,32 @@ class MetricRollup(db.Model):
     last_value: Mapped[float] = mapped_column(Float)
     last_t: Mapped[int] = mapped_column(BigInteger)
     last_seq: Mapped[int] = mapped_column(SeqType)
+
+
+class PollerPosition(db.Model):
+    """How far one process's poller has delivered the change log; retention keeps every row above the lowest."""
+
+    __tablename__ = "poller_positions"
+
+    process: Mapped[str] = mapped_column(String(200), primary_key=True)
+    position: Mapped[int] = mapped_column(SeqType)
+    expires_at: Mapped[float] = mapped_column(Float)  # Unix time: not reported again by then, the process is gone
+
+
+class ChangeLogMark(db.Model):
+    """``seq`` was the newest change-log row at ``at`` (Unix time): how retention tells the age of a seq."""
+
+    __tablename__ = "change_log_marks"
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True)
+    at: Mapped[float] = mapped_column(Float)
+
+
+class MaintenanceLease(db.Model):
+    """A named job that one process at a time may run (SQLite; PostgreSQL uses an advisory lock)."""
+
+    __tablename__ = "maintenance_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[float] = mapped_column(Float)  # Unix time

@@ -106,6 +106,11 @@ class ChangePoller:
         self._running = False
 
     @property
+    def started(self):
+        """True once the poller has read the change log's head: from then on ``position`` is real."""
+        return self._head is not None
+
+    @property
     def position(self):
         """The change-log position: every change at or below it has been delivered or reflected."""
         if self._head is None:

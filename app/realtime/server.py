@@ -18,6 +18,7 @@ from app.realtime.expiry import TokenExpiryWatch
 from app.realtime.fanout import FanOut
 from app.realtime.namespaces import namespaces_for, unsubscribe_all
 from app.realtime.poller import ChangePoller
+from app.realtime.retention import RetentionWorker
 from app.realtime.rooms import DASHBOARD_NAMESPACE, UPDATES_NAMESPACE
 from app.telemetry import observe_notification_lag
 
@@ -79,7 +80,8 @@ class Realtime:
         for namespace in namespaces_for(config, self.poller, self.expiry):
             namespace.activity = self.activity
             self.sio.register_namespace(namespace)
-        self._background = [self.poller, self.expiry, self.backlog, self.connect_watch]
+        self.retention = RetentionWorker(app, self.sio, self.poller)
+        self._background = [self.poller, self.expiry, self.backlog, self.connect_watch, self.retention]
         self.listener = None
         if config["CHANGE_NOTIFY"]:
             self.listener = _change_listener(app, self.sio, self.poller)

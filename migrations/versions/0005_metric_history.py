@@ -1,4 +1,4 @@
-"""Metric history: every value as a raw point, and 1-minute rollups, kept by a trigger on ``change_log``.
+"""Metric history (raw points and 1-minute rollups kept by a trigger on ``change_log``) and its retention.
 
 ``metric_points`` holds each metric row's value at its timestamp ``t`` (Unix
 milliseconds, from ``recorded_at``); ``metric_rollups`` one row per metric and
@@ -9,6 +9,13 @@ first, so a history query and pruning read one series' range of one index.
 The trigger runs for every inserted metric row, the service's and external
 writers' alike. Rows already in the change log are not copied: history starts
 with this migration.
+
+Retention (``app/services/retention.py``) prunes points by ``t`` and rollups by
+``minute`` through their own indexes; ``change_log`` by ``seq`` up to what every
+poller has read (``poller_positions``) and what ``change_log_marks`` (a seq and
+the time it was the newest) place beyond ``CHANGE_LOG_RETENTION``. On SQLite,
+the run that prunes holds the ``retention`` row of ``maintenance_leases``; on
+PostgreSQL an advisory lock.
 
 Revision ID: 0005
 Revises: 0004
@@ -112,6 +119,29 @@ def upgrade():
         sa.PrimaryKeyConstraint("tenant_id", "entity_id", "metric_name", "minute", name=op.f("pk_metric_rollups")),
         sqlite_with_rowid=False,
     )
+    op.create_index("ix_metric_points_t", "metric_points", ["t"])
+    op.create_index("ix_metric_rollups_minute", "metric_rollups", ["minute"])
+    op.create_table(
+        "poller_positions",
+        sa.Column("process", sa.String(length=200), nullable=False),
+        sa.Column("position", SEQ, nullable=False),
+        sa.Column("expires_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("process", name=op.f("pk_poller_positions")),
+    )
+    op.create_table(
+        "change_log_marks",
+        sa.Column("seq", SEQ, nullable=False),
+        sa.Column("at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_change_log_marks")),
+    )
+    leases = op.create_table(
+        "maintenance_leases",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("holder", sa.String(length=200), nullable=False),
+        sa.Column("expires_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_maintenance_leases")),
+    )
+    op.bulk_insert(leases, [{"name": "retention", "holder": "", "expires_at": 0.0}])
     if dialect == "postgresql":
         schema = op.get_bind().scalar(sa.text("SELECT quote_ident(current_schema())"))
         op.execute(POSTGRES_FUNCTION.format(schema=schema))
@@ -126,5 +156,8 @@ def downgrade():
         op.execute("DROP FUNCTION IF EXISTS change_log_history()")
     else:
         op.execute("DROP TRIGGER IF EXISTS change_log_history")
+    op.drop_table("maintenance_leases")
+    op.drop_table("change_log_marks")
+    op.drop_table("poller_positions")
     op.drop_table("metric_rollups")
     op.drop_table("metric_points")
