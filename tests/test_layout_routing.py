@@ -101,7 +101,7 @@ class RecordingFanOut:
     def dashboard(self, change, users):
         self.sent.append(("layout", change.dashboard_id, [entity for _, entity in users]))
 
-    def entity(self, change):
+    def entity(self, change, history=None):
         self.sent.append(("entity", change.entity_id, change.payload["dashboardId"]))
 
 
