@@ -5,7 +5,8 @@ Socket.IO events (``dashboard:initial``, ``metric:update``, ``dashboard:update``
 are all built here, so a field is named and formatted the same everywhere.
 """
 
-from datetime import UTC
+import time
+from datetime import UTC, datetime, timedelta
 
 #: ``dashboard:update`` actions of a layout change (the ``action`` of a change-log payload).
 ACTION_ADDED = "added"
@@ -24,6 +25,14 @@ def iso_utc(moment):
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso_ms(t):
+    """``iso_utc`` of Unix milliseconds ``t``, without making a datetime (history answers format thousands)."""
+    if t < 0:
+        return iso_utc(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=t))
+    seconds, millis = divmod(t, 1000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{millis:03d}Z"
 
 
 def tile_to_dict(tile):
@@ -70,14 +79,14 @@ def entity_metrics(entity, rows):
     }
 
 
-def history_point(moment, value, seq):
-    """A raw history point: ``{t, value, seq}``."""
-    return {"t": iso_utc(moment), "value": value, "seq": seq}
+def history_point(t, value, seq):
+    """A raw history point: ``{t, value, seq}`` (``t`` already formatted by ``iso_ms``)."""
+    return {"t": t, "value": value, "seq": seq}
 
 
-def history_bucket(moment, low, high, average, last, count):
-    """A history bucket starting at ``moment``: ``{t, min, max, avg, last, count}``."""
-    return {"t": iso_utc(moment), "min": low, "max": high, "avg": average, "last": last, "count": count}
+def history_bucket(t, low, high, average, last, count):
+    """A history bucket starting at ``t`` (formatted by ``iso_ms``): ``{t, min, max, avg, last, count}``."""
+    return {"t": t, "min": low, "max": high, "avg": average, "last": last, "count": count}
 
 
 def ingest_result(accepted, last_seq):

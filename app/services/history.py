@@ -9,7 +9,7 @@ points: both give the same buckets while the raw points are kept.
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import case, func, over, select, tuple_
 
@@ -17,7 +17,7 @@ from app import errors
 from app.errors import AppError
 from app.extensions import db
 from app.models import MetricPoint, MetricRollup
-from app.serializers import history_bucket, history_point, iso_utc
+from app.serializers import history_bucket, history_point, iso_ms
 from app.services.entities import find_entity
 
 #: Default and largest page of raw points.
@@ -44,11 +44,6 @@ class HistoryQuery:
 def to_ms(moment):
     """Unix milliseconds of an aware datetime."""
     return math.floor(moment.timestamp() * 1000)
-
-
-def from_ms(t):
-    """The aware UTC datetime of Unix milliseconds ``t``."""
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=t)
 
 
 def parse_history_query(args, parse_timestamp, now):
@@ -121,7 +116,7 @@ def raw_points(series, query):
     if more:
         t, _, seq = rows[-1]
         cursor = f"{t}.{seq}"
-    return [history_point(from_ms(t), value, seq) for t, value, seq in rows], cursor
+    return [history_point(iso_ms(t), value, seq) for t, value, seq in rows], cursor
 
 
 def buckets(series, start, end, step):
@@ -132,13 +127,15 @@ def buckets(series, start, end, step):
     step_ms = step * 1000
     first = _floor(start, step_ms)
     last = _floor(end, step_ms) + step_ms - 1
-    if step_ms % MINUTE_MS == 0:
+    if step_ms == MINUTE_MS:
+        rows = _minutes(series, first, last)
+    elif step_ms % MINUTE_MS == 0:
         rows = _rollup_buckets(series, first, last, step_ms // MINUTE_MS)
     else:
         rows = _point_buckets(series, first, last, step_ms)
     # PostgreSQL sums a bigint column as numeric: counts come back as Decimal there.
     return [
-        history_bucket(from_ms(int(bucket) * step_ms), low, high, total / int(count), latest, int(count))
+        history_bucket(iso_ms(int(bucket) * step_ms), low, high, total / int(count), latest, int(count))
         for bucket, low, high, total, count, latest in rows
     ]
 
@@ -155,6 +152,27 @@ def _series(model, series):
 def _bucket_of(column, size):
     """floor(column / size) in SQL, for negative values as well (SQL integer division truncates towards zero)."""
     return (column - ((column % size) + size) % size) // size
+
+
+def _minutes(series, first, last):
+    """Buckets of one minute: the rollup rows themselves."""
+    statement = (
+        select(
+            MetricRollup.minute,
+            MetricRollup.min_value,
+            MetricRollup.max_value,
+            MetricRollup.sum_value,
+            MetricRollup.point_count,
+            MetricRollup.last_value,
+        )
+        .where(
+            *_series(MetricRollup, series),
+            MetricRollup.minute >= first // MINUTE_MS,
+            MetricRollup.minute <= last // MINUTE_MS,
+        )
+        .order_by(MetricRollup.minute)
+    )
+    return db.session.execute(statement).all()
 
 
 def _point_buckets(series, first, last, step_ms):
@@ -248,6 +266,6 @@ def recent_history(tenant_id, entity_id, metric_names, current, window, points, 
             if chart:
                 chart[-1]["value"] = current[name]
             else:
-                chart = [{"t": iso_utc(from_ms(_floor(end, step * 1000))), "value": current[name]}]
+                chart = [{"t": iso_ms(_floor(end, step * 1000)), "value": current[name]}]
         series[name] = chart
     return series

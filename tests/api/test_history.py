@@ -215,3 +215,24 @@ def test_recent_history_is_the_last_value_of_each_bucket_and_ends_with_the_curre
     with app.app_context():
         only_current = recent_history(tenant, entity_id, ["queue"], {"queue": 3.0}, 3600, 120, now)
     assert only_current == {"queue": [{"t": iso(minute_of(now)), "value": 3.0}]}
+
+
+def test_rows_inserted_straight_into_the_change_log_get_history_and_rollups(admin_api, database, tenant, venue):
+    with database.transaction() as conn:
+        conn.executemany(
+            "INSERT INTO change_log (tenant_id, entity_id, metric_name, value, recorded_at)"
+            " VALUES (?, ?, 'occupancy', ?, ?)",
+            [
+                (tenant, venue, 3.0, "2026-11-30 12:00:05"),
+                (tenant, venue, 9.0, "2026-11-30 12:00:50"),
+                (tenant, venue, 4.0, "2026-11-30 12:01:10"),
+            ],
+        )
+    params = {"from": iso(BASE), "to": iso(BASE + timedelta(minutes=2))}
+    assert [p["value"] for p in history(admin_api, venue, **params)["points"]] == [3.0, 9.0, 4.0]
+    assert [
+        (p["min"], p["max"], p["last"], p["count"]) for p in history(admin_api, venue, **params, step=60)["points"]
+    ] == [
+        (3.0, 9.0, 9.0, 2),
+        (4.0, 4.0, 4.0, 1),
+    ]
