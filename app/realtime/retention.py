@@ -14,8 +14,9 @@ log = logging.getLogger(__name__)
 
 #: How often a process reports its poller's position (more often when RETENTION_INTERVAL is shorter).
 REPORT_INTERVAL = 5.0
-#: The pause between two delete batches: a real sleep, so that the hub polls for I/O and requests that
-#: arrived meanwhile run (``sleep(0)`` only lets greenlets already runnable in).
+#: The shortest pause between two delete batches: a real sleep, so that the hub polls for I/O and requests
+#: that arrived meanwhile run (``sleep(0)`` only lets greenlets already runnable in). It is longer when a batch
+#: took longer: pruning never takes more than half of the database's time from writers and pollers.
 BATCH_PAUSE = 0.01
 
 
@@ -40,7 +41,8 @@ class RetentionWorker(BackgroundLoop):
             if now < self._next_run:
                 return
             self._next_run = now + self._settings.interval
-            removed = retention.run_once(self._settings, self.process, pause=lambda: self._sio.sleep(BATCH_PAUSE))
+            pause = lambda took: self._sio.sleep(max(BATCH_PAUSE, took))  # noqa: E731
+            removed = retention.run_once(self._settings, self.process, pause=pause)
             if removed is not None:
                 observe_retention(removed, retention.oldest_ages(time.time()))
 

@@ -7,9 +7,10 @@ row above the lowest position any live poller reports (``poller_positions``):
 a poller behind, or waiting for a gap, keeps everything it has not delivered.
 Current values (``metric_values``) are never touched.
 
-Each batch is its own short transaction, and ``pause()`` runs between batches
-(the worker yields to other greenlets there), so writers and pollers wait at
-most one batch. On PostgreSQL the run holds a session advisory lock; on SQLite
+Each batch is its own short transaction, and ``pause(took)`` runs between
+batches (the worker sleeps there at least as long as the batch took), so
+writers and pollers wait at most one batch and pruning takes at most half of
+the database's time. On PostgreSQL the run holds a session advisory lock; on SQLite
 the ``retention`` row of ``maintenance_leases``: the other processes skip
 their turn meanwhile.
 """
@@ -116,10 +117,11 @@ def single_run(holder, now):
                 )
 
 
-def prune(settings, now, dry_run=False, pause=lambda: None, batch=BATCH_ROWS):
+def prune(settings, now, dry_run=False, pause=lambda took: None, batch=BATCH_ROWS):
     """Prune what retention lets go; return ``{table: rows}`` (with ``dry_run``, what would go).
 
-    The caller holds :func:`single_run`.
+    ``pause(took)`` runs after each full batch, ``took`` being how long the batch
+    took. The caller holds :func:`single_run`.
     """
     points_before = math.floor((now - settings.history) * 1000)
     minute_before = math.floor((now - settings.rollups) * 1000) // 60_000
@@ -152,12 +154,13 @@ def _delete_in_batches(model, condition, key, batch, pause):
     statement = _batch_delete(model, condition, key, batch)
     total = 0
     while True:
+        started = time.perf_counter()
         with write_transaction() as session:
             count = session.execute(statement).rowcount
         total += count
         if count < batch:
             return total
-        pause()
+        pause(time.perf_counter() - started)
 
 
 def _batch_delete(model, condition, key, batch):
@@ -226,7 +229,7 @@ def _unix(moment):
     return moment.timestamp()
 
 
-def run_once(settings, holder, dry_run=False, pause=lambda: None):
+def run_once(settings, holder, dry_run=False, pause=lambda took: None):
     """One retention run if no other process is in one: ``{table: rows}``, or None when another holds the lock.
 
     It logs when it held the lock, from and to (Unix times), and what it removed.

@@ -89,16 +89,20 @@ FOR EACH ROW WHEN (NEW.kind = 'metric') EXECUTE FUNCTION change_log_history()
 """
 
 
-def upgrade():
-    dialect = op.get_bind().dialect.name
-    series = [
+def _series():
+    """The three columns that name a series, new for each table."""
+    return [
         sa.Column("tenant_id", sa.String(length=128), nullable=False),
         sa.Column("entity_id", sa.String(length=128), nullable=False),
         sa.Column("metric_name", sa.String(length=128), nullable=False),
     ]
+
+
+def upgrade():
+    dialect = op.get_bind().dialect.name
     op.create_table(
         "metric_points",
-        *series,
+        *_series(),
         sa.Column("t", sa.BigInteger(), nullable=False),
         sa.Column("seq", SEQ, nullable=False),
         sa.Column("value", sa.Float(), nullable=False),
@@ -107,7 +111,7 @@ def upgrade():
     )
     op.create_table(
         "metric_rollups",
-        *[column.copy() for column in series],
+        *_series(),
         sa.Column("minute", sa.BigInteger(), nullable=False),
         sa.Column("min_value", sa.Float(), nullable=False),
         sa.Column("max_value", sa.Float(), nullable=False),
