@@ -8,7 +8,6 @@ session's; ids from a form or URL are only ever looked up within it.
 
 import functools
 import time
-from datetime import UTC, datetime
 
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFError
@@ -35,8 +34,8 @@ from app.admin.sparklines import duration, metric_value, sparkline
 from app.auth import mint_dev_token, verify_token
 from app.errors import AppError
 from app.serializers import entity_to_dict
-from app.services import admin_sessions, changes, dashboards, entities
-from app.services.history import recent_history
+from app.services import admin_sessions, dashboards, entities
+from app.services.history import chart_history
 from app.validation import optional_text, require_choice, require_id
 
 SESSION_KEY = "admin"
@@ -273,11 +272,7 @@ def _sparklines(tenant, dashboard, entity):
     if entity is None:
         return {"entity": None, "window": window, "history": {}}
     names = [tile["metricName"] for tile in dashboard["tiles"]]
-    current = changes.current_values(tenant, entity["entityId"], names)
-    history = recent_history(
-        tenant, entity["entityId"], names, current, window, config["HISTORY_POINTS"], datetime.now(UTC)
-    )
-    return {"entity": entity, "window": window, "history": history}
+    return {"entity": entity, "window": window, "history": chart_history(tenant, entity["entityId"], names, config)}
 
 
 def _activity(tenant, dashboard_id, users=None):

@@ -25,7 +25,6 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from gevent.lock import RLock
 
@@ -36,7 +35,7 @@ from app.realtime.rooms import DASHBOARD_NAMESPACE, UPDATES_NAMESPACE, room_for
 from app.serializers import chart_metrics
 from app.services import changes as change_log
 from app.services.entities import entity_snapshot
-from app.services.history import recent_history
+from app.services.history import chart_history
 from app.telemetry import POLL_FAILURES, POLL_SKIPS, observe_poll
 
 log = logging.getLogger(__name__)
@@ -206,23 +205,14 @@ class ChangePoller:
                     if not batch.full:
                         break
                 snapshot = entity_snapshot(tenant_id, entity_id, entity_type)
-                snapshot["history"] = self._history(tenant_id, entity_id, snapshot["tiles"], snapshot["metrics"])
+                names = chart_metrics(snapshot["tiles"])
+                snapshot["history"] = chart_history(tenant_id, entity_id, names, self._app.config, snapshot["metrics"])
             if not self._sio.is_connected(sid, namespace):
                 return None
             self._sio.enter_room(sid, room_for(tenant_id, entity_id), namespace=namespace)
             snapshot["seq"] = self.position
             self._sio.emit("dashboard:initial", snapshot, to=sid, namespace=namespace, ignore_queue=True)
             return snapshot
-
-    def _history(self, tenant_id, entity_id, tiles, current):
-        """The recent points of each ``line`` tile's metric, for a chart's first paint."""
-        names = chart_metrics(tiles)
-        if not names:
-            return {}
-        config = self._app.config
-        return recent_history(
-            tenant_id, entity_id, names, current, config["HISTORY_WINDOW"], config["HISTORY_POINTS"], datetime.now(UTC)
-        )
 
     def _replaced_history(self, change):
         """The chart history a ``replaced`` entity change carries (its new dashboard's ``line`` tiles)."""
@@ -231,8 +221,7 @@ class ChangePoller:
         room = room_for(change.tenant_id, change.entity_id)
         if not names or not any(self._sio.has_subscribers(ns, room) for ns in (DASHBOARD_NAMESPACE, UPDATES_NAMESPACE)):
             return {}
-        current = change_log.current_values(change.tenant_id, change.entity_id, names)
-        return self._history(change.tenant_id, change.entity_id, payload["tiles"], current)
+        return chart_history(change.tenant_id, change.entity_id, names, self._app.config)
 
     def _read(self):
         """Query the database; changes nothing in the poller."""

@@ -9,7 +9,7 @@ points: both give the same buckets while the raw points are kept.
 
 import math
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import case, func, over, select, tuple_
 
@@ -18,6 +18,7 @@ from app.errors import AppError
 from app.extensions import db
 from app.models import MetricPoint, MetricRollup
 from app.serializers import history_bucket, history_point, iso_ms
+from app.services.changes import current_values
 from app.services.entities import find_entity
 
 #: Default and largest page of raw points.
@@ -247,6 +248,19 @@ def chart_step(window, points):
     """
     step = max(1, math.ceil(window / points))
     return step if step < 30 else math.ceil(step / 60) * 60
+
+
+def chart_history(tenant_id, entity_id, metric_names, config, current=None):
+    """:func:`recent_history` with ``config``'s HISTORY_WINDOW and HISTORY_POINTS, as of now.
+
+    ``current`` (``{metricName: value}``) is read from ``metric_values`` when not given.
+    """
+    if not metric_names:
+        return {}
+    if current is None:
+        current = current_values(tenant_id, entity_id, metric_names)
+    window, points = config["HISTORY_WINDOW"], config["HISTORY_POINTS"]
+    return recent_history(tenant_id, entity_id, metric_names, current, window, points, datetime.now(UTC))
 
 
 def recent_history(tenant_id, entity_id, metric_names, current, window, points, now):
