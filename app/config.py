@@ -215,6 +215,7 @@ def load_config(instance_path):
         "JWT_ISSUER": env_str("JWT_ISSUER"),
         "JWT_AUDIENCE": env_str("JWT_AUDIENCE"),
         "JWT_LEEWAY_SECONDS": env_int("JWT_LEEWAY_SECONDS", 30, minimum=0),
+        "TOKEN_EXPIRY_WARNING": env_duration("TOKEN_EXPIRY_WARNING", 60.0, minimum=0),
         # Socket.IO
         "CORS_ALLOWED_ORIGINS": "*" if cors == ["*"] else cors,
         "ENTITY_TYPES": env_list("ENTITY_TYPES", ["event", "venue"]),
@@ -240,6 +241,7 @@ def load_config(instance_path):
         "POLL_BATCH_SIZE": env_int("POLL_BATCH_SIZE", 5000, 1),
         "POLL_GAP_TIMEOUT": env_float("POLL_GAP_TIMEOUT", 30.0, minimum=0.1),
         "POLL_MAX_BACKOFF": env_float("POLL_MAX_BACKOFF", 5.0, minimum=0.01),
+        "RESUME_MAX_CHANGES": env_int("RESUME_MAX_CHANGES", 10_000, 0),
         # History and retention
         "HISTORY_WINDOW": env_duration("HISTORY_WINDOW", 3600.0, minimum=60),
         "HISTORY_POINTS": env_int("HISTORY_POINTS", 120, 2, maximum=1000),

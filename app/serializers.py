@@ -140,6 +140,24 @@ def dashboard_initial(entity, version, metrics, tiles, seq=None):
     }
 
 
+def dashboard_resume(entity, since_seq, metrics, updates, seq=None):
+    """``dashboard:resume``: ``{entityId, entityType, fromSeq, seq, recovered: true, metrics, updates}``.
+
+    ``metrics`` maps the names changed after ``since_seq`` to their newest values;
+    ``updates`` are the ``dashboard:update`` payloads after it, in order; ``seq``
+    is set by the poller, as for ``dashboard:initial``.
+    """
+    return {
+        "entityId": entity.entity_id,
+        "entityType": entity.entity_type,
+        "fromSeq": since_seq,
+        "seq": seq,
+        "recovered": True,
+        "metrics": metrics,
+        "updates": updates,
+    }
+
+
 def chart_metrics(tiles):
     """The metric names of the ``line`` tiles among ``tiles`` (``tile_to_dict`` dicts): those that get history."""
     return [tile["metricName"] for tile in tiles if tile.get("kind") == "line"]

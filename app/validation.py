@@ -48,6 +48,20 @@ def require_id(payload, field, max_length, error=errors.VALIDATION_FAILED):
     return value
 
 
+#: The largest change-log position (a PostgreSQL bigint).
+MAX_SEQ = 2**63 - 1
+
+
+def optional_seq(payload, field, error=errors.VALIDATION_FAILED):
+    """Return ``payload[field]`` when it is a change-log position (an integer, 0 or more), None when absent."""
+    value = payload.get(field)
+    if value is None:
+        return None
+    if not is_integer(value) or not 0 <= value <= MAX_SEQ:
+        raise AppError(error, f"{field} must be a non-negative integer")
+    return value
+
+
 def require_choice(payload, field, choices, error=errors.VALIDATION_FAILED):
     """Return ``payload[field]`` when it is one of ``choices``."""
     value = payload.get(field)

@@ -5,6 +5,7 @@ Socket.IO session and subscriptions are rooms.
 """
 
 import logging
+from datetime import UTC, datetime
 
 import socketio
 
@@ -14,12 +15,14 @@ from app.errors import AppError
 from app.logs import socket_context
 from app.realtime.ratelimit import EventRateLimit
 from app.realtime.rooms import DASHBOARD_NAMESPACE, UPDATES_NAMESPACE, room_for
+from app.serializers import iso_utc
 from app.telemetry import count_error
-from app.validation import require_choice, require_id, require_object
+from app.validation import optional_seq, require_choice, require_id, require_object
 
 log = logging.getLogger(__name__)
 
-_RESERVED = {"connect", "disconnect"}
+#: Client events and the methods that handle them.
+EVENTS = {"subscribe": "on_subscribe", "unsubscribe": "on_unsubscribe", "auth:refresh": "on_auth_refresh"}
 
 
 class EntityNamespace(socketio.Namespace):
@@ -55,10 +58,10 @@ class EntityNamespace(socketio.Namespace):
                 allowed = self._rate_limit.hit(session)
             if not allowed:
                 raise AppError(errors.RATE_LIMITED, "too many events; slow down")
-            handler = None if event in _RESERVED else getattr(self, f"on_{event}", None)
-            if handler is None:
+            name = EVENTS.get(event) if isinstance(event, str) else None
+            if name is None:
                 raise AppError(errors.UNKNOWN_EVENT, f"unknown event {str(event)[:64]!r}")
-            return handler(sid, *payload[:1])
+            return getattr(self, name)(sid, *payload[:1])
         except AppError as exc:
             body = exc.to_dict()
         except Exception:
@@ -86,10 +89,15 @@ class EntityNamespace(socketio.Namespace):
         self._expiry.forget(sid, self.namespace)
 
     def on_subscribe(self, sid, payload=None):
-        """``subscribe {entityId, entityType}``: join the entity's room and send ``dashboard:initial``."""
+        """``subscribe {entityId, entityType, sinceSeq?}``: join the entity's room, send its state.
+
+        ``dashboard:initial``; with ``sinceSeq``, ``dashboard:resume`` when every change
+        after it can be sent (else ``dashboard:initial`` with ``recovered: false``).
+        """
         payload = require_object(payload, errors.INVALID_PAYLOAD)
         entity_id = require_id(payload, "entityId", self._config["MAX_ID_LENGTH"], errors.INVALID_PAYLOAD)
         entity_type = require_choice(payload, "entityType", self._config["ENTITY_TYPES"], errors.INVALID_PAYLOAD)
+        since_seq = optional_seq(payload, "sinceSeq", errors.INVALID_PAYLOAD)
         session = self.get_session(sid)
         tenant_id = session["tenant_id"]
         # The socket's subscriptions are kept in its session: asking python-socketio for
@@ -100,14 +108,39 @@ class EntityNamespace(socketio.Namespace):
                 errors.TOO_MANY_SUBSCRIPTIONS,
                 f"at most {self._config['MAX_SUBSCRIPTIONS_PER_CONNECTION']} subscriptions per connection",
             )
-        snapshot = self._poller.subscribe(sid, self.namespace, tenant_id, entity_id, entity_type)
-        if snapshot:
-            with self.session(sid) as session:
-                session.setdefault("entities", set()).add(entity_id)
-        if snapshot and self.activity is not None:
-            summary = f"{len(snapshot['tiles'])} tiles, version {snapshot['version']}"
-            self.activity.record(tenant_id, [entity_id], "dashboard:initial", summary, 1)
-        return {"ok": True, "seq": snapshot["seq"] if snapshot else None}
+        sent = self._poller.subscribe(sid, self.namespace, tenant_id, entity_id, entity_type, since_seq)
+        if sent is None:
+            return {"ok": True, "seq": None}
+        event, state = sent
+        with self.session(sid) as session:
+            session.setdefault("entities", set()).add(entity_id)
+        if self.activity is not None:
+            if event == "dashboard:initial":
+                summary = f"{len(state['tiles'])} tiles, version {state['version']}"
+            else:
+                counts = f"{len(state['metrics'])} metrics, {len(state['updates'])} layout changes"
+                summary = f"from seq {state['fromSeq']}: {counts}"
+            self.activity.record(tenant_id, [entity_id], event, summary, 1)
+        answer = {"ok": True, "seq": state["seq"]}
+        if since_seq is not None:
+            answer["recovered"] = event == "dashboard:resume"
+        return answer
+
+    def on_auth_refresh(self, sid, payload=None):
+        """``auth:refresh {token}``: a new token of the same tenant (and subject) moves the connection's expiry.
+
+        The token passes every check of the handshake; a refused one leaves the old expiry.
+        """
+        payload = require_object(payload, errors.INVALID_PAYLOAD)
+        token = payload.get("token")
+        principal = verify_token(token if isinstance(token, str) else None, self._config)
+        session = self.get_session(sid)
+        if principal.tenant_id != session["tenant_id"]:
+            raise AppError(errors.INVALID_TOKEN, "invalid token: it is for another tenant than the connection's")
+        if session.get("subject") and principal.subject != session["subject"]:
+            raise AppError(errors.INVALID_TOKEN, "invalid token: it is for another subject than the connection's")
+        self._expiry.watch(sid, self.namespace, principal.expires_at)
+        return {"ok": True, "expiresAt": iso_utc(datetime.fromtimestamp(principal.expires_at, UTC))}
 
     def on_unsubscribe(self, sid, payload=None):
         """``unsubscribe {entityId}``: leave the entity's room; nothing more reaches this socket for it."""

@@ -36,6 +36,7 @@ from app.serializers import chart_metrics
 from app.services import changes as change_log
 from app.services.entities import entity_snapshot
 from app.services.history import chart_history
+from app.services.resume import resume_entity
 from app.telemetry import POLL_FAILURES, POLL_SKIPS, observe_poll
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class ChangePoller:
         self._batch_size = config["POLL_BATCH_SIZE"]
         self._gap_timeout = config["POLL_GAP_TIMEOUT"]
         self._max_backoff = config["POLL_MAX_BACKOFF"]
+        self._max_resume = config["RESUME_MAX_CHANGES"]
         self._lock = RLock()
         self._wake = sio.eio.create_event()
         self._head = None  # highest seq read; None until the first successful read
@@ -188,12 +190,16 @@ class ChangePoller:
         observe_poll(time.perf_counter() - started, len(batch.changes))
         return batch.full
 
-    def subscribe(self, sid, namespace, tenant_id, entity_id, entity_type):
-        """Join ``sid`` to the entity's room and send it ``dashboard:initial``; return the snapshot.
+    def subscribe(self, sid, namespace, tenant_id, entity_id, entity_type, since_seq=None):
+        """Join ``sid`` to the entity's room and send it its state; return ``(event, payload)``.
 
-        Raises UNKNOWN_ENTITY (after delivering what it read) when the tenant has
-        no such entity. Returns None when the socket left meanwhile. Delivering
-        before the snapshot query is safe: emits never yield (they queue a packet or write it without blocking).
+        Without ``since_seq``: ``dashboard:initial``. With it: ``dashboard:resume``
+        (only what changed after it) when that can be complete, else
+        ``dashboard:initial`` with ``recovered: false``. Raises UNKNOWN_ENTITY
+        (after delivering what it read) when the tenant has no such entity.
+        Returns None when the socket left meanwhile. Delivering before the
+        snapshot query is safe: emits never yield (they queue a packet or write
+        it without blocking).
         """
         with self._lock, self._app.app_context():
             with consistent_read():
@@ -204,15 +210,23 @@ class ChangePoller:
                     self._deliver(batch)
                     if not batch.full:
                         break
-                snapshot = entity_snapshot(tenant_id, entity_id, entity_type)
-                names = chart_metrics(snapshot["tiles"])
-                snapshot["history"] = chart_history(tenant_id, entity_id, names, self._app.config, snapshot["metrics"])
+                event, payload = "dashboard:resume", None
+                if since_seq is not None:
+                    payload = resume_entity(
+                        tenant_id, entity_id, entity_type, since_seq, self.position, self._max_resume
+                    )
+                if payload is None:
+                    event, payload = "dashboard:initial", entity_snapshot(tenant_id, entity_id, entity_type)
+                    names, current = chart_metrics(payload["tiles"]), payload["metrics"]
+                    payload["history"] = chart_history(tenant_id, entity_id, names, self._app.config, current)
+                    if since_seq is not None:
+                        payload["recovered"] = False
             if not self._sio.is_connected(sid, namespace):
                 return None
             self._sio.enter_room(sid, room_for(tenant_id, entity_id), namespace=namespace)
-            snapshot["seq"] = self.position
-            self._sio.emit("dashboard:initial", snapshot, to=sid, namespace=namespace, ignore_queue=True)
-            return snapshot
+            payload["seq"] = self.position
+            self._sio.emit(event, payload, to=sid, namespace=namespace, ignore_queue=True)
+            return event, payload
 
     def _replaced_history(self, change):
         """The chart history a ``replaced`` entity change carries (its new dashboard's ``line`` tiles)."""

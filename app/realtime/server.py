@@ -74,7 +74,7 @@ class Realtime:
         self.activity = SocketActivity(self.sio)
         fanout = FanOut(self.sio, self.activity, functools.partial(unsubscribe_all, self.sio))
         self.poller = ChangePoller(app, self.sio, fanout)
-        self.expiry = TokenExpiryWatch(self.sio)
+        self.expiry = TokenExpiryWatch(self.sio, config["TOKEN_EXPIRY_WARNING"])
         self.backlog = BacklogWatch(self.sio, config["SOCKET_MAX_BACKLOG"], config["SOCKET_MAX_BACKLOG_BYTES"])
         self.connect_watch = ConnectWatch(self.sio, config["SOCKET_CONNECT_TIMEOUT"])
         for namespace in namespaces_for(config, self.poller, self.expiry):

@@ -34,6 +34,21 @@ class Change:
     payload: dict | None
 
 
+def columns():
+    """The change-log columns a :class:`Change` is made of, in its order."""
+    return (
+        ChangeLog.seq,
+        ChangeLog.tenant_id,
+        ChangeLog.kind,
+        ChangeLog.entity_id,
+        ChangeLog.metric_name,
+        ChangeLog.value,
+        ChangeLog.recorded_at,
+        ChangeLog.dashboard_id,
+        ChangeLog.payload,
+    )
+
+
 def append_dashboard_change(session, tenant_id, dashboard_id, payload):
     """Add a layout change to the current transaction."""
     session.add(ChangeLog(tenant_id=tenant_id, kind=CHANGE_DASHBOARD, dashboard_id=dashboard_id, payload=payload))
@@ -81,18 +96,7 @@ def fetch_changes(after_seq, missing_seqs, limit):
     condition = ChangeLog.seq > after_seq
     if missing_seqs:
         condition = or_(condition, ChangeLog.seq.in_(sorted(missing_seqs)))
-    columns = (
-        ChangeLog.seq,
-        ChangeLog.tenant_id,
-        ChangeLog.kind,
-        ChangeLog.entity_id,
-        ChangeLog.metric_name,
-        ChangeLog.value,
-        ChangeLog.recorded_at,
-        ChangeLog.dashboard_id,
-        ChangeLog.payload,
-    )
-    rows = db.session.execute(select(*columns).where(condition).order_by(ChangeLog.seq).limit(limit))
+    rows = db.session.execute(select(*columns()).where(condition).order_by(ChangeLog.seq).limit(limit))
     return [Change(*row) for row in rows]
 
 
