@@ -1,5 +1,6 @@
 """JWT verification shared by the sockets, the REST API and the CLI."""
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -33,7 +34,74 @@ class Principal:
         return not self.roles.isdisjoint(roles)
 
 
-def _key_for(algorithm, config):
+#: Algorithms whose keys a JWKS (JWT_JWKS_URL) gives, found by the token's ``kid``.
+JWKS_ALGORITHMS = ("RS256", "ES256")
+#: A JWKS fetch gives up after this long (it runs cooperatively: only the greenlet waits).
+JWKS_TIMEOUT = 3.0
+#: At most one fetch of the JWKS per this many seconds, whatever tokens ask for (unknown ``kid``, failures).
+JWKS_COOLDOWN = 30.0
+
+log = logging.getLogger(__name__)
+
+
+class JwksKeys:
+    """The signing keys of one JWKS URL, by ``kid``: fetched when older than ``cache_seconds`` or when a token
+    names a ``kid`` not among them, at most once per JWKS_COOLDOWN; while the set cannot be fetched, the keys
+    fetched last keep working.
+
+    PyJWT's ``PyJWKClient`` fetches and parses the set; the cache is kept here, because the client's own cache
+    forgets the keys when it expires and the next fetch fails.
+    """
+
+    def __init__(self, url, cache_seconds, clock=time.monotonic):
+        self._client = jwt.PyJWKClient(url, cache_jwk_set=False, timeout=JWKS_TIMEOUT)
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._keys = {}
+        self._fetched_at = None
+        self._attempted_at = None
+
+    def key(self, kid, algorithm):
+        """The key of ``kid`` for ``algorithm``; raises INVALID_TOKEN when the set has none such."""
+        now = self._clock()
+        stale = self._fetched_at is None or now - self._fetched_at > self._cache_seconds
+        if (stale or kid not in self._keys) and self._may_fetch(now):
+            self._fetch(now)
+        jwk = self._keys.get(kid)
+        if jwk is None or jwk.algorithm_name != algorithm:
+            raise AppError(errors.INVALID_TOKEN, "invalid token: no key of the key set matches its kid and algorithm")
+        return jwk.key
+
+    def _may_fetch(self, now):
+        return self._attempted_at is None or now - self._attempted_at >= JWKS_COOLDOWN
+
+    def _fetch(self, now):
+        self._attempted_at = now  # before the request: others asking meanwhile do not fetch too
+        try:
+            key_set = jwt.PyJWKSet.from_dict(self._client.fetch_data())
+        except (jwt.PyJWKClientError, jwt.PyJWKSetError) as exc:
+            log.warning("could not fetch the JWKS (%s); keeping the %d keys fetched before", exc, len(self._keys))
+            return
+        self._keys = {k.key_id: k for k in key_set.keys if k.key_id and k.public_key_use in ("sig", None)}
+        self._fetched_at = now
+
+
+_jwks = {}  # (url, cache seconds) -> JwksKeys of this process
+
+
+def _jwks_keys(config):
+    key = (config["JWT_JWKS_URL"], config["JWT_JWKS_CACHE_SECONDS"])
+    if key not in _jwks:
+        _jwks[key] = JwksKeys(*key)
+    return _jwks[key]
+
+
+def _key_for(algorithm, header, config):
+    if algorithm in JWKS_ALGORITHMS and config.get("JWT_JWKS_URL") and header.get("kid") is not None:
+        kid = header["kid"]
+        if not isinstance(kid, str) or len(kid) > 256:
+            raise AppError(errors.INVALID_TOKEN, "invalid token: kid must be a short string")
+        return _jwks_keys(config).key(kid, algorithm)
     if algorithm == "RS256":
         return config["JWT_PUBLIC_KEY"]
     if algorithm == "HS256":
@@ -70,6 +138,7 @@ def _cache_key(token, config):
         tuple(config["JWT_ALGORITHMS"]),
         config["JWT_SECRET"],
         config["JWT_PUBLIC_KEY"],
+        config.get("JWT_JWKS_URL"),
         config["JWT_ISSUER"],
         tuple(audience) if isinstance(audience, list) else audience,
         config["JWT_LEEWAY_SECONDS"],
@@ -104,11 +173,12 @@ def verify_token(token, config):
 def _decode(token, config):
     """Verify ``token`` with PyJWT; return its Principal and its ``exp`` as a float."""
     try:
-        algorithm = jwt.get_unverified_header(token).get("alg")
+        header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
         raise AppError(errors.INVALID_TOKEN, "invalid token: malformed") from None
+    algorithm = header.get("alg")
     allowed = config["JWT_ALGORITHMS"]
-    key = _key_for(algorithm, config) if algorithm in allowed else None
+    key = _key_for(algorithm, header, config) if algorithm in allowed else None
     if key is None:
         raise AppError(errors.INVALID_TOKEN, f"invalid token: algorithm {algorithm!s} not accepted")
     audience = config["JWT_AUDIENCE"]

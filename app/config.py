@@ -189,9 +189,14 @@ def load_config(instance_path):
     secret = env_str("JWT_SECRET")
     if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
         raise ValueError(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes for HS256 (RFC 7518)")
+    jwks_url = env_str("JWT_JWKS_URL")
+    if jwks_url and not jwks_url.startswith(("https://", "http://")):
+        raise ValueError(f"JWT_JWKS_URL must be an http(s) URL, got {jwks_url!r}")
     algorithms = []
-    if public_key:
+    if public_key or jwks_url:
         algorithms.append("RS256")
+    if jwks_url:
+        algorithms.append("ES256")
     if secret:
         algorithms.append("HS256")
     cors = env_list("CORS_ALLOWED_ORIGINS", ["*"])
@@ -211,6 +216,8 @@ def load_config(instance_path):
         # Authentication
         "JWT_SECRET": secret,
         "JWT_PUBLIC_KEY": public_key,
+        "JWT_JWKS_URL": jwks_url,
+        "JWT_JWKS_CACHE_SECONDS": env_duration("JWT_JWKS_CACHE_SECONDS", 300.0),
         "JWT_ALGORITHMS": algorithms,
         "JWT_ISSUER": env_str("JWT_ISSUER"),
         "JWT_AUDIENCE": env_str("JWT_AUDIENCE"),
