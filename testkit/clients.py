@@ -105,7 +105,7 @@ def tenant_with_entity(base_url, entity_id="event-1", verify=True):
 class RecordingClient:
     """A python-socketio client that records every server event and lets a test wait for one."""
 
-    EVENTS = ("dashboard:initial", "metric:update", "dashboard:update", "error")
+    EVENTS = ("dashboard:initial", "dashboard:resume", "metric:update", "dashboard:update", "error", "auth:expiring")
 
     def __init__(self, namespace="/dashboard", reconnecting=False, **client_options):
         """``reconnecting``: like the seed's client, reconnect by itself and subscribe again on every connect.

@@ -212,9 +212,8 @@ class ChangePoller:
                         break
                 event, payload = "dashboard:resume", None
                 if since_seq is not None:
-                    payload = resume_entity(
-                        tenant_id, entity_id, entity_type, since_seq, self.position, self._max_resume
-                    )
+                    head = self._head or 0
+                    payload = resume_entity(tenant_id, entity_id, entity_type, since_seq, head, self._max_resume)
                 if payload is None:
                     event, payload = "dashboard:initial", entity_snapshot(tenant_id, entity_id, entity_type)
                     names, current = chart_metrics(payload["tiles"]), payload["metrics"]

@@ -18,23 +18,23 @@ from app.services.changes import Change, columns
 from app.services.entities import find_entity
 
 
-def resume_entity(tenant_id, entity_id, entity_type, since_seq, position, max_changes):
-    """``dashboard:resume`` of the entity from ``since_seq`` up to ``position``, or None when it cannot be complete.
+def resume_entity(tenant_id, entity_id, entity_type, since_seq, head, max_changes):
+    """``dashboard:resume`` of the entity after ``since_seq``, or None when it cannot be complete.
 
-    Raises UNKNOWN_ENTITY like a subscribe. Runs in the caller's database snapshot.
+    Runs in the caller's database snapshot, after the poller (whose highest seq
+    read is ``head``) has delivered every change the snapshot holds: so it sends
+    every change after ``since_seq`` in the snapshot (also those above a gap,
+    delivered before the socket joined), and the live stream brings the rest.
+    Raises UNKNOWN_ENTITY like a subscribe.
     """
     entity = find_entity(tenant_id, entity_id, entity_type)
-    if since_seq > position:
+    if since_seq > head:
         return None  # ahead of the log: not a position this server has reached
-    if since_seq < position:
+    if since_seq < head:
         oldest = db.session.scalar(select(func.min(ChangeLog.seq)))
         if oldest is None or oldest > since_seq + 1:
             return None  # pruned past it
-    later = (
-        text("change_log.kind <> 'metric'"),  # the partial index of non-metric rows
-        ChangeLog.seq > since_seq,
-        ChangeLog.seq <= position,
-    )
+    later = (text("change_log.kind <> 'metric'"), ChangeLog.seq > since_seq)  # the partial index of non-metric rows
     moved = db.session.scalar(
         select(ChangeLog.seq)
         .where(*later, ChangeLog.kind == CHANGE_ENTITY)
