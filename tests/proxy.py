@@ -61,6 +61,10 @@ class TcpProxy:
             connections, self._connections = self._connections | self._held, set()
             self._held = set()
         if listener is not None:
+            # close() alone leaves the socket listening while _accept is blocked in accept() (Linux):
+            # shutdown() wakes it, so new connections are refused and restore() can bind the port again.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         _close_all(connections)
 
