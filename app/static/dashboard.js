@@ -5,6 +5,26 @@
 // another dashboard (or none). An entity that is removed gets an error instead.
 // Line tiles start from the history the snapshot (and "replaced") carries, so a reload
 // shows their charts at once; each metric:update is appended to it.
+//
+// Reconnecting: the page keeps the `seq` of the last event it applied and, after the socket
+// reconnects by itself, subscribes with `sinceSeq`; the server answers with dashboard:resume
+// (only what changed meanwhile, merged into what the page shows) or, when it cannot, a full
+// dashboard:initial (`recovered: false`) that is drawn from scratch. The first subscribe of a
+// connection made from the token form (or at page load) has no `sinceSeq`.
+//
+// Token refresh hook: a page that can get fresh tokens sets, before or after this script loads,
+//
+//   window.analyticsDashboard = { getToken: async ({ entityId, entityType, expiresAt }) => '<jwt>' };
+//
+// On auth:expiring the page calls getToken (it may return the token or a promise of it), sends
+// it as auth:refresh and, once the server accepts it, uses it for reconnections and reloads too.
+// Without the hook, or when it fails or the server refuses its token, a notice says when the
+// session ends; at that time the server ends the connection and the page asks for a token.
+// Under the page's Content Security Policy the hook must come from a script file of this origin.
+//
+// For tests and troubleshooting, #live-dashboard carries data-seq (the last seq applied),
+// data-initials and data-resumes (how many of each were applied) and data-refreshes (tokens
+// the server accepted through auth:refresh).
 (function () {
   'use strict';
 
@@ -15,6 +35,7 @@
   const tilesEl = document.getElementById('tiles');
   const emptyEl = document.getElementById('empty');
   const noticeEl = document.getElementById('notice');
+  const sessionEl = document.getElementById('session');
   const removedEl = document.getElementById('removed');
   const connEl = document.getElementById('connection');
   const tokenForm = document.getElementById('token-form');
@@ -25,6 +46,10 @@
   const STORAGE_KEY = 'analytics.token';
   // Values a chart keeps: the snapshot's history (HISTORY_POINTS, 120 by default) and as many live ones.
   const HISTORY = 240;
+  // How long to wait for the server to acknowledge auth:refresh.
+  const REFRESH_ACK_MS = 10000;
+  // The codes of a token the server refused (connection or auth:refresh).
+  const TOKEN_CODES = new Set(['ANALYTICS_1001', 'ANALYTICS_1002', 'ANALYTICS_1003', 'ANALYTICS_1004']);
 
   const state = {
     dashboardId: null,
@@ -38,6 +63,19 @@
     history: {}, // metric name -> recent values, oldest first (the server's history, then live values)
   };
   let socket = null;
+  // The seq of the last event applied for this entity; null until the connection's first snapshot.
+  let lastSeq = null;
+  let refreshing = false; // an auth:refresh is under way
+
+  function applied(seq) {
+    if (typeof seq !== 'number') return;
+    lastSeq = lastSeq === null ? seq : Math.max(lastSeq, seq);
+    root.dataset.seq = lastSeq;
+  }
+
+  function count(name) {
+    root.dataset[name] = Number(root.dataset[name] || 0) + 1;
+  }
 
   // --- connection state and messages ----------------------------------------------------------------------------
 
@@ -77,10 +115,27 @@
     noticeEl.dataset.code = '';
   }
 
+  // The session will end at `expiresAt`: no hook gave a fresh token, or the server refused it.
+  function showSessionEnding(warning, error) {
+    const at = new Date(warning && warning.expiresAt);
+    const when = isNaN(at) ? 'soon' : 'at ' + at.toLocaleTimeString();
+    const why = error && error.code ? ` The fresh token was refused (${error.code}).` : '';
+    sessionEl.textContent = `Your session ends ${when}; then paste a fresh token to carry on.${why}`;
+    sessionEl.dataset.code = (error && error.code) || '';
+    sessionEl.hidden = false;
+  }
+
+  function hideSession() {
+    sessionEl.hidden = true;
+    sessionEl.dataset.code = '';
+  }
+
   // The server's error when the entity this page follows is removed: `entity '<id>' was removed`.
   const REMOVED = / was removed$/;
 
   function onError(error) {
+    if (refreshing && error && TOKEN_CODES.has(error.code)) return; // a refused auth:refresh: see refreshToken
+    if (error && error.code === 'ANALYTICS_1003') hideSession(); // the session has ended: the notice says so
     if (error && error.code === 'ANALYTICS_1101' && REMOVED.test(error.message || '')) {
       showRemoved();
     } else {
@@ -92,6 +147,7 @@
     // The server has unsubscribed this socket from the entity; the connection stays up.
     state.dashboardId = null;
     state.version = null;
+    lastSeq = null; // nothing left to resume: a later subscribe starts from a snapshot
     state.tiles = new Map();
     state.order = [];
     tilesEl.replaceChildren();
@@ -267,27 +323,56 @@
     }
     renderAll();
     tilesEl.dataset.ready = 'true';
+    lastSeq = null; // a snapshot replaces everything, its seq too
+    applied(data.seq);
+    count('initials');
+  }
+
+  // What changed since the sinceSeq of the subscribe: the newest value of each changed metric, then
+  // every layout change in order, applied as if they had come live. A missing layout version makes
+  // onLayout ask for a fresh snapshot; the rest of the updates are then left to it.
+  function onResume(data) {
+    if (data.entityId !== entityId) return;
+    clearError();
+    count('resumes');
+    for (const [name, value] of Object.entries(data.metrics || {})) showMetric(name, value);
+    for (const update of data.updates || []) {
+      if (onUpdate(update) === GAP) return;
+    }
+    // Like a snapshot, the resume holds everything up to its seq: older updates still on their way are stale.
+    state.snapshotSeq = Math.max(state.snapshotSeq, data.seq || 0);
+    state.layoutSeq = Math.max(state.layoutSeq, data.seq || 0);
+    applied(data.seq);
   }
 
   function onMetric(data) {
     if (data.entityId !== entityId || data.seq <= state.snapshotSeq) return;
     if (data.seq <= (state.metricSeq[data.metricName] || 0)) return;
     state.metricSeq[data.metricName] = data.seq;
-    state.metrics[data.metricName] = data.value;
-    remember(data.metricName, data.value);
+    showMetric(data.metricName, data.value);
     lastUpdateEl.textContent = new Date(data.timestamp).toLocaleTimeString();
+    applied(data.seq);
+  }
+
+  // A new value of a metric: kept, appended to its chart, and shown on its tiles.
+  function showMetric(name, value) {
+    state.metrics[name] = value;
+    remember(name, value);
     for (const id of state.order) {
       const tile = state.tiles.get(id);
-      if (tile.metricName !== data.metricName) continue;
+      if (tile.metricName !== name) continue;
       const card = tileElement(id);
       paintTile(card, tile);
       highlight(card, 'updated');
     }
   }
 
+  // What onLayout returns when a layout version went missing and a fresh snapshot was asked for.
+  const GAP = 'gap';
+
   function onUpdate(data) {
-    if (data.action === 'replaced') onReplaced(data);
-    else onLayout(data);
+    if (data.action === 'replaced') return onReplaced(data);
+    return onLayout(data);
   }
 
   // The entity now shows another dashboard, or none: draw the whole new layout; metric values stay.
@@ -298,6 +383,7 @@
     showLayout(data.dashboardId, data.version, data.tiles || []);
     renderAll();
     for (const card of tilesEl.children) highlight(card, 'changed');
+    applied(data.seq);
   }
 
   function onLayout(data) {
@@ -305,7 +391,7 @@
     if (data.version !== null && data.version <= state.version) return; // already in the snapshot
     if (data.version !== null && data.version > state.version + 1) {
       resubscribe(); // a change went missing: start again from a fresh snapshot
-      return;
+      return GAP;
     }
     const tile = data.tile;
     if (data.action === 'added') {
@@ -326,21 +412,56 @@
       const card = tileElement(tile.id);
       if (card) highlight(card, 'changed');
     }
+    applied(data.seq);
   }
 
   function resubscribe() {
     if (socket && socket.connected) socket.emit('subscribe', { entityId, entityType });
   }
 
+  // auth:expiring: get a fresh token from the page's hook and hand it to the server (see the top of this file).
+  async function refreshToken(warning) {
+    const hooks = window.analyticsDashboard;
+    const getToken = hooks && hooks.getToken;
+    if (typeof getToken !== 'function') {
+      showSessionEnding(warning);
+      return;
+    }
+    if (refreshing) return;
+    refreshing = true;
+    const current = socket;
+    try {
+      const given = await getToken({ entityId, entityType, expiresAt: warning && warning.expiresAt });
+      const token = typeof given === 'string' ? given.trim() : '';
+      if (!token) throw new Error('the getToken hook gave no token');
+      const ack = await current.timeout(REFRESH_ACK_MS).emitWithAck('auth:refresh', { token });
+      if (!ack || !ack.ok) throw (ack && ack.error) || new Error('auth:refresh was refused');
+      current.auth.token = token; // a reconnection presents the fresh token
+      sessionStorage.setItem(STORAGE_KEY, token); // and so does a reload
+      tokenInput.value = token;
+      hideSession();
+      count('refreshes');
+    } catch (error) {
+      if (current === socket) showSessionEnding(warning, error);
+    } finally {
+      refreshing = false;
+    }
+  }
+
   function connect(token) {
     if (socket) socket.disconnect();
     clearError();
+    hideSession();
+    lastSeq = null; // a new connection (perhaps another tenant's token) starts from a snapshot
     setConnection('connecting');
     socket = io(namespace, { auth: { token }, transports: ['websocket'] });
     socket.on('connect', () => {
       setConnection('connected');
       disconnectButton.hidden = false;
-      socket.emit('subscribe', { entityId, entityType }); // again after every reconnect
+      // Again after every reconnect, then only for what changed since the last event applied.
+      const subscription = { entityId, entityType };
+      if (lastSeq !== null) subscription.sinceSeq = lastSeq;
+      socket.emit('subscribe', subscription);
     });
     socket.on('disconnect', (reason) => {
       if (reason === 'io server disconnect' || reason === 'io client disconnect') {
@@ -360,9 +481,11 @@
     });
     socket.io.on('reconnect_attempt', () => setConnection('reconnecting', 'reconnecting…'));
     socket.on('dashboard:initial', onInitial);
+    socket.on('dashboard:resume', onResume);
     socket.on('metric:update', onMetric);
     socket.on('dashboard:update', onUpdate);
     socket.on('error', onError);
+    socket.on('auth:expiring', refreshToken);
   }
 
   tokenForm.addEventListener('submit', (event) => {
