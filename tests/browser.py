@@ -187,6 +187,16 @@ class DashboardPage:
         return self.page.evaluate("window.__noReload === true")
 
     @property
+    def root(self):
+        """The page's main element: ``data-seq``, ``data-initials``, ``data-resumes`` and ``data-refreshes``."""
+        return self.page.locator("#live-dashboard")
+
+    @property
+    def session(self):
+        """The notice that the session will end (no fresh token from the page's hook)."""
+        return self.page.locator("#session")
+
+    @property
     def connection(self):
         """The connection state badge (``data-state`` is connected, reconnecting or disconnected)."""
         return self.page.locator("#connection")

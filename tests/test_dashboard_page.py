@@ -1,18 +1,21 @@
-"""The browser dashboard in headless Chromium: live values, charts, connection state, errors.
+"""The browser dashboard in headless Chromium: live values, charts, connection state, errors, resume, token refresh.
 
 What the page shows does not depend on the database: these run on SQLite only. Its reconnect after a server
-restart is checked with the other clients' in tests/test_resilience.py.
+restart is checked with the other clients' in tests/test_resilience.py; a lost connection is made here with a
+TCP proxy between the browser and the server, so the page and its socket are left as they are.
 """
 
 import json
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from playwright.sync_api import expect
 
-from testkit import ROOT, mint_token, unique
+from testkit import ROOT, mint_token, servers_on, unique
 from tests.browser import PHONE, DashboardPage
+from tests.proxy import TcpProxy
 
 VENDOR = ROOT / "app" / "static" / "vendor"
 
@@ -240,3 +243,139 @@ def test_the_page_runs_under_its_content_security_policy_and_upgrades_to_a_webso
     assert websocket.value.url.startswith(live_server.url.replace("http", "ws", 1) + "/socket.io/")
     expect(page.tile("Tickets")).to_be_visible()
     assert refused == []
+
+
+# --- a lost connection: resume from the last seq ---------------------------------------------------------------
+
+
+def subscribes(browser_page):
+    """The ``subscribe`` payloads the page sends, on every websocket it opens, in order."""
+    sent = []
+
+    def frame(payload):
+        # A Socket.IO event in an Engine.IO message: 42/dashboard,["subscribe",{...}]
+        match = re.match(r"^42/dashboard,\d*(\[.*\])$", payload if isinstance(payload, str) else "", re.S)
+        if match and json.loads(match[1])[0] == "subscribe":
+            sent.append(json.loads(match[1])[1])
+
+    browser_page.on("websocket", lambda ws: ws.on("framesent", frame))
+    return sent
+
+
+def test_after_a_lost_connection_the_page_resumes_with_what_it_missed(
+    live_server, tenant, line_entity, admin_api, new_page
+):
+    entity_id, dashboard = line_entity
+    admin_api.ingest((entity_id, "ticketsSold", 1200), (entity_id, "checkIns", 10))
+    with TcpProxy("127.0.0.1", live_server.port) as proxy:
+        browser_page = new_page()
+        sent = subscribes(browser_page)
+        page = DashboardPage(browser_page, f"http://127.0.0.1:{proxy.port}", entity_id)
+        page.open(mint_token(tenant)).wait_ready()
+        page.mark()
+        chart = page.tile("Check-ins").locator("svg.chart")
+        expect(chart).to_have_attribute("data-points", "1")
+        seq = int(page.root.get_attribute("data-seq"))
+
+        proxy.cut()  # the websocket drops, and reconnection attempts are refused until restore()
+        expect(page.connection).to_have_attribute("data-state", "reconnecting")
+        admin_api.ingest((entity_id, "ticketsSold", 1234), (entity_id, "checkIns", 14))
+        tile = {"title": "Queue", "metricName": "queue", "kind": "number"}
+        admin_api.call("POST", f"/dashboards/{dashboard['id']}/tiles", 201, json=tile)
+        proxy.restore()
+
+        expect(page.connection).to_have_attribute("data-state", "connected")
+        expect(page.root).to_have_attribute("data-resumes", "1")
+        expect(page.titles).to_have_text(["Tickets", "Check-ins", "Occupancy", "Queue"])
+        expect(page.tile("Tickets").locator(".tile-value")).to_have_text(re.compile(r"^1,?234$"))
+        expect(page.tile("Check-ins").locator(".tile-value")).to_have_text("14/min")
+        expect(chart).to_have_attribute("data-points", "2")  # appended to what the chart held
+        expect(page.page.locator("#version")).to_have_text(str(dashboard["version"] + 1))
+        expect(page.root).to_have_attribute("data-initials", "1")  # no fresh snapshot was drawn
+        assert int(page.root.get_attribute("data-seq")) > seq
+        assert sent == [
+            {"entityId": entity_id, "entityType": "event"},
+            {"entityId": entity_id, "entityType": "event", "sinceSeq": seq},
+        ]
+
+        admin_api.ingest((entity_id, "queue", 7))  # the live stream goes on after the resume
+        expect(page.tile("Queue").locator(".tile-value")).to_have_text("7")
+        assert page.was_not_reloaded()
+
+
+# --- token expiry: the page's getToken hook and auth:refresh ----------------------------------------------------
+
+WARNING = 3
+
+
+@pytest.fixture(scope="module")
+def expiring_server(tmp_path_factory, live_server):
+    """A server of the session's database that warns 3 s before a token expires and allows no leeway."""
+    with servers_on(
+        live_server.env["DATABASE_URL"],
+        [tmp_path_factory.mktemp("expiring")],
+        TOKEN_EXPIRY_WARNING=str(WARNING),
+        JWT_LEEWAY_SECONDS="0",
+    ) as (running,):
+        yield running
+
+
+def test_a_page_with_a_token_hook_outlives_its_first_token_and_reconnects_with_the_fresh_one(
+    expiring_server, tenant, line_entity, admin_api, new_page
+):
+    entity_id, _ = line_entity
+    browser_page = new_page()
+    # The page's identity provider: each call mints a token of 8 s, so that its own warning comes after the first
+    # token (5 s) has expired.
+    browser_page.expose_function("freshToken", lambda: mint_token(tenant, ttl=8))
+    browser_page.add_init_script("window.analyticsDashboard = { getToken: () => window.freshToken() };")
+    with TcpProxy("127.0.0.1", expiring_server.port) as proxy:
+        first_expiry = int(time.time()) + 5
+        page = DashboardPage(browser_page, f"http://127.0.0.1:{proxy.port}", entity_id)
+        page.open(mint_token(tenant, ttl=5)).wait_ready()
+        page.mark()
+
+        expect(page.root).to_have_attribute("data-refreshes", "1")
+        expect(page.root).to_have_attribute("data-refreshes", "2", timeout=15_000)  # the second token's warning
+        assert time.time() > first_expiry
+        expect(page.connection).to_have_attribute("data-state", "connected")
+        expect(page.notice).to_be_hidden()
+        expect(page.session).to_be_hidden()
+        admin_api.ingest((entity_id, "ticketsSold", 42))
+        expect(page.tile("Tickets").locator(".tile-value")).to_have_text("42")
+
+        # A reconnection presents the refreshed token: the first one would be refused as expired.
+        proxy.cut()
+        expect(page.connection).to_have_attribute("data-state", "reconnecting")
+        proxy.restore()
+        expect(page.root).to_have_attribute("data-resumes", "1")
+        expect(page.connection).to_have_attribute("data-state", "connected")
+        expect(page.notice).to_be_hidden()
+        assert page.was_not_reloaded()
+
+
+@pytest.mark.parametrize(
+    ("hook", "refused"),
+    [(None, ""), (lambda tenant: mint_token(unique("other"), ttl=60), "ANALYTICS_1002")],
+    ids=["no-hook", "token-of-another-tenant"],
+)
+def test_without_a_fresh_token_the_page_says_when_the_session_ends(
+    expiring_server, tenant, entity, new_page, hook, refused
+):
+    entity_id, _ = entity
+    browser_page = new_page()
+    if hook is not None:
+        token = json.dumps(hook(tenant))
+        browser_page.add_init_script(f"window.analyticsDashboard = {{ getToken: async () => {token} }};")
+    page = DashboardPage(browser_page, expiring_server.url, entity_id).open(mint_token(tenant, ttl=4)).wait_ready()
+
+    expect(page.session).to_contain_text(re.compile(r"^Your session ends at "))
+    expect(page.session).to_have_attribute("data-code", refused)
+    expect(page.notice).to_be_hidden()  # a refused refresh is explained by the session notice alone
+    assert page.root.get_attribute("data-refreshes") is None
+
+    # At expiry the server ends the connection, as without any refresh.
+    expect(page.notice).to_have_attribute("data-code", "ANALYTICS_1003")
+    expect(page.notice).to_contain_text("Your token has expired")
+    expect(page.session).to_be_hidden()
+    expect(page.connection).to_have_attribute("data-state", "disconnected")
