@@ -206,7 +206,16 @@ class LoadGenerator:
     """N Node processes of bench/loadgen holding ``clients`` subscribed websocket connections."""
 
     def __init__(
-        self, url, token, entities, clients, client="raw", batch=200, per_process=CLIENTS_PER_GENERATOR, offset=0
+        self,
+        url,
+        token,
+        entities,
+        clients,
+        client="raw",
+        batch=200,
+        per_process=CLIENTS_PER_GENERATOR,
+        offset=0,
+        since_seq=None,
     ):
         self.procs = []
         self._lines = []
@@ -222,6 +231,7 @@ class LoadGenerator:
                 "offset": offset,
                 "batch": batch,
                 "client": client,
+                "sinceSeq": since_seq,
             }
             proc = subprocess.Popen(
                 [NODE, str(BENCH / "loadgen" / "loadgen.mjs"), json.dumps(cfg)],

@@ -91,7 +91,7 @@ def test_clients_subscribe_again_after_a_server_restart(own_server, new_page):
         assert initials[1]["tiles"] == initials[0]["tiles"]
 
         expect(page.connection).to_have_attribute("data-state", "connected")
-        expect(page.tile("Tickets").locator(".tile-value")).to_have_text("2")  # its fresh snapshot
+        expect(page.tile("Tickets").locator(".tile-value")).to_have_text("2")  # its resume after the restart
         api.ingest((entity_id, "revenue", 321))  # only a new subscription on the new server gets this
         expect(page.tile("Revenue").locator(".tile-value")).to_have_text("321 EUR")
         assert page.was_not_reloaded()

@@ -44,7 +44,9 @@ function onUpdate(data) {
 }
 
 function subscribeBody(i) {
-  return { entityId: cfg.entities[(cfg.offset + i) % cfg.entities.length], entityType: cfg.entityType || 'event' };
+  const body = { entityId: cfg.entities[(cfg.offset + i) % cfg.entities.length], entityType: cfg.entityType || 'event' };
+  if (cfg.sinceSeq !== undefined && cfg.sinceSeq !== null) body.sinceSeq = cfg.sinceSeq; // resume (dashboard:resume)
+  return body;
 }
 
 // --- raw Socket.IO v5 over ws -------------------------------------------------------------
