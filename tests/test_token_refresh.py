@@ -113,3 +113,12 @@ def test_a_refused_refresh_keeps_the_old_expiry(connect, body, code, fragment):
 def test_a_payload_that_is_not_an_object_is_1100(connect):
     client = connect(mint_token(unique("tenant"), ttl=60))
     assert client.call("auth:refresh", "token")["error"]["code"] == "ANALYTICS_1100"
+
+
+def test_refreshes_count_against_the_event_rate_limit(connect):
+    tenant = unique("tenant")
+    client = connect(mint_token(tenant, ttl=600))
+    token = mint_token(tenant, ttl=600)
+    for _ in range(260):  # SOCKET_RATE_LIMIT of the test servers: 200/second
+        client.emit("auth:refresh", {"token": token})
+    assert client.wait_for("error", lambda e: e["code"] == "ANALYTICS_1103")["message"] == "too many events; slow down"
