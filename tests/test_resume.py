@@ -132,35 +132,62 @@ def test_a_bad_since_seq_is_1100(live_server, tenant, entity, connect, since):
 
 @pytest.fixture
 def limited(tmp_path, live_server):
-    """A node of two workers: resumes of at most 3 changes, change-log rows kept 1 s, retention every 0.2 s."""
-    settings = {"RESUME_MAX_CHANGES": "3", "CHANGE_LOG_RETENTION": "1", "RETENTION_INTERVAL": "0.2"}
-    with servers_on(live_server.env["DATABASE_URL"], [tmp_path / "limited"], WEB_CONCURRENCY="2", **settings) as (s,):
-        yield s
+    """A node of two workers that sends resumes of at most 3 changes."""
+    with servers_on(
+        live_server.env["DATABASE_URL"], [tmp_path / "limited"], WEB_CONCURRENCY="2", RESUME_MAX_CHANGES="3"
+    ) as (server,):
+        yield server
 
 
-def test_more_than_resume_max_changes_or_a_pruned_range_is_not_recovered(limited, connect):
+@pytest.fixture
+def pruning(tmp_path, live_server):
+    """A node whose retention keeps change-log rows 1 s and runs every 0.2 s."""
+    settings = {
+        "CHANGE_LOG_RETENTION": "1",
+        "RETENTION_INTERVAL": "0.2",
+        "POLL_GAP_TIMEOUT": "2",  # a new PostgreSQL poller's start-up gaps would hold pruning back for 30 s
+    }
+    with servers_on(live_server.env["DATABASE_URL"], [tmp_path / "pruning"], **settings) as (server,):
+        yield server
+
+
+def applied_seq(api, client, entity_id, metric):
+    """Write a value and wait for the client to apply it; return its seq (where the client would resume from)."""
+    seq = api.ingest((entity_id, metric, 0))["lastSeq"]
+    client.wait_for("metric:update", lambda u: u["seq"] == seq)
+    return seq
+
+
+def test_more_than_resume_max_changes_is_not_recovered(limited, connect):
     tenant = unique("tenant")
     api = Api(limited.url, mint_token(tenant, roles=("admin", "ingest")))
     api.put_entity("event-1", "event", api.create_dashboard()["id"])
     first = connect(tenant, server=limited)
-    _, initial, _ = subscribe(first, "event-1")
+    subscribe(first, "event-1")
+    since = applied_seq(api, first, "event-1", "start")
     api.ingest(("event-1", "a", 1), ("event-1", "b", 2))
-    event, resumed, _ = subscribe(connect(tenant, server=limited), "event-1", since_seq=initial["seq"])
+    event, resumed, _ = subscribe(connect(tenant, server=limited), "event-1", since_seq=since)
     assert (event, set(resumed["metrics"])) == ("dashboard:resume", {"a", "b"})
 
     api.ingest(("event-1", "c", 3), ("event-1", "d", 4))  # four changes since: over the limit of 3
-    event, state, _ = subscribe(connect(tenant, server=limited), "event-1", since_seq=initial["seq"])
-    assert (event, state["recovered"]) == ("dashboard:initial", False)
-    assert state["metrics"] == {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}
-
-    # Once retention has pruned past the client's seq, its changes cannot all be sent any more.
-    since = resumed["seq"]
-    database = limited.database
-    api.ingest(("event-1", "e", 5))
-    wait_until(lambda: (database.scalar("SELECT min(seq) FROM change_log") or since + 2) > since + 1, what="pruning")
     event, state, _ = subscribe(connect(tenant, server=limited), "event-1", since_seq=since)
     assert (event, state["recovered"]) == ("dashboard:initial", False)
-    assert state["metrics"]["e"] == 5.0
+    assert state["metrics"] == {"start": 0.0, "a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}
+
+
+def test_a_pruned_range_is_not_recovered(pruning, connect):
+    tenant = unique("tenant")
+    api = Api(pruning.url, mint_token(tenant, roles=("admin", "ingest")))
+    api.put_entity("event-1", "event", api.create_dashboard()["id"])
+    first = connect(tenant, server=pruning)
+    subscribe(first, "event-1")
+    since = applied_seq(api, first, "event-1", "start")
+    api.ingest(("event-1", "e", 5))
+    database = pruning.database
+    wait_until(lambda: (database.scalar("SELECT min(seq) FROM change_log") or since + 2) > since + 1, what="pruning")
+    event, state, _ = subscribe(connect(tenant, server=pruning), "event-1", since_seq=since)
+    assert (event, state["recovered"]) == ("dashboard:initial", False)
+    assert state["metrics"] == {"start": 0.0, "e": 5.0}
 
 
 def wait_until(condition, what, timeout=30):

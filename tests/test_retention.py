@@ -15,7 +15,15 @@ import pytest
 from testkit import Api, RecordingClient, log_size, mint_token, servers_on, unique, wait_for_metric
 
 RUN = re.compile(rb"retention run by (\S+) from ([\d.]+) to ([\d.]+):")
-SHORT = {"HISTORY_RETENTION": "2", "CHANGE_LOG_RETENTION": "1", "ROLLUP_RETENTION": "1d", "RETENTION_INTERVAL": "0.2"}
+# POLL_GAP_TIMEOUT: on PostgreSQL a new poller waits for the seq holes below its start as gaps, and its
+# position, which holds change-log pruning back, stays under them until they time out.
+SHORT = {
+    "HISTORY_RETENTION": "2",
+    "CHANGE_LOG_RETENTION": "1",
+    "ROLLUP_RETENTION": "1d",
+    "RETENTION_INTERVAL": "0.2",
+    "POLL_GAP_TIMEOUT": "2",
+}
 
 
 def iso(moment):
