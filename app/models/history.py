@@ -7,29 +7,32 @@ from app.extensions import db
 from app.models.metric import SeqType
 
 
-class MetricPoint(db.Model):
+class SeriesKey:
+    """The first primary-key columns of a history table: which metric of which entity of which tenant."""
+
+    # First in each table, as migration 0005 orders the columns and their primary key.
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True, sort_order=-3)
+    entity_id: Mapped[str] = mapped_column(String(128), primary_key=True, sort_order=-2)
+    metric_name: Mapped[str] = mapped_column(String(128), primary_key=True, sort_order=-1)
+
+
+class MetricPoint(SeriesKey, db.Model):
     """One recorded value of one metric at its timestamp ``t`` (Unix milliseconds)."""
 
     __tablename__ = "metric_points"
     __table_args__ = (Index("ix_metric_points_t", "t"), {"sqlite_with_rowid": False})
 
-    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    entity_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    metric_name: Mapped[str] = mapped_column(String(128), primary_key=True)
     t: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     seq: Mapped[int] = mapped_column(SeqType, primary_key=True)
     value: Mapped[float] = mapped_column(Float)
 
 
-class MetricRollup(db.Model):
+class MetricRollup(SeriesKey, db.Model):
     """One metric's values in one minute (``minute`` = floor(t / 60000)); ``last_value`` has the latest ``t``."""
 
     __tablename__ = "metric_rollups"
     __table_args__ = (Index("ix_metric_rollups_minute", "minute"), {"sqlite_with_rowid": False})
 
-    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    entity_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    metric_name: Mapped[str] = mapped_column(String(128), primary_key=True)
     minute: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     min_value: Mapped[float] = mapped_column(Float)
     max_value: Mapped[float] = mapped_column(Float)
