@@ -16,7 +16,8 @@ wsgi_app = "wsgi:app"
 bind = _env("BIND", f"{_env('HOST', '0.0.0.0')}:{_env('PORT', '4004')}")
 # gevent-websocket's worker serves both transports; plain "gevent" breaks websockets.
 worker_class = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
-workers = int(_env("WEB_CONCURRENCY", "1"))
+# One gevent worker per core this process may run on (a worker is one thread); WEB_CONCURRENCY overrides it.
+workers = int(_env("WEB_CONCURRENCY", str(len(os.sched_getaffinity(0)))))
 # Each open socket holds one of these: keep it well above the expected connections.
 worker_connections = int(_env("WORKER_CONNECTIONS", "20000"))
 timeout = int(_env("GUNICORN_TIMEOUT", "30"))
@@ -33,6 +34,14 @@ control_socket_disable = True
 _METRICS_DIR_PREFIX = "analytics-svc-metrics-"
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip():
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(tempfile.gettempdir(), f"{_METRICS_DIR_PREFIX}{os.getpid()}")
+
+
+# The workers' shared private directory on this node (SERVER_RUN_DIR): each worker's hand-off socket, through which
+# a sibling passes it the connections of its sessions, and its activity snapshot for the admin page. Made here, in the
+# master, so that every worker (and a worker started after a restart) finds the same one; mode 700.
+_RUN_DIR_PREFIX = "analytics-svc-run-"
+if not os.environ.get("SERVER_RUN_DIR", "").strip():
+    os.environ["SERVER_RUN_DIR"] = tempfile.mkdtemp(prefix=_RUN_DIR_PREFIX)
 
 
 def on_starting(_server):
@@ -52,10 +61,11 @@ def child_exit(_server, worker):
 
 
 def on_exit(_server):
-    """Remove the metrics directory when it is the default one made for this server."""
-    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    if os.path.basename(directory).startswith(_METRICS_DIR_PREFIX):
-        shutil.rmtree(directory, ignore_errors=True)
+    """Remove the metrics and run directories when they are the default ones made for this server."""
+    for name, prefix in (("PROMETHEUS_MULTIPROC_DIR", _METRICS_DIR_PREFIX), ("SERVER_RUN_DIR", _RUN_DIR_PREFIX)):
+        directory = os.environ[name]
+        if os.path.basename(directory).startswith(prefix):
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 # LOG_FORMAT=json: gunicorn's own lines are JSON too, with the fields the application's lines have.

@@ -208,6 +208,10 @@ def load_config(instance_path):
         "CHANGE_NOTIFY": env_bool("CHANGE_NOTIFY", True) and database_url.startswith("postgresql"),
         "REDIS_URL": env_str("REDIS_URL"),
         "REDIS_CHANNEL": env_str("REDIS_CHANNEL", "analytics-svc"),
+        # The private directory the workers of one gunicorn server share on this node (gunicorn.conf.py makes one):
+        # their hand-off sockets and activity snapshots. Unset (a single process): neither.
+        "SERVER_RUN_DIR": env_str("SERVER_RUN_DIR"),
+        "ACTIVITY_SHARE_INTERVAL": env_duration("ACTIVITY_SHARE_INTERVAL", 2.0, minimum=0.1),
         "LOG_LEVEL": env_str("LOG_LEVEL", "INFO").upper(),
         # Observability
         "LOG_FORMAT": env_choice("LOG_FORMAT", "text", ("text", "json")),

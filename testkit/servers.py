@@ -237,6 +237,8 @@ def server_env(tmp_dir, **overrides):
             # The suite's grids of bad tokens all sign in from 127.0.0.1; tests of the limit set their own.
             "ADMIN_SIGN_IN_RATE_LIMIT": "1000/minute",
             "GRACEFUL_TIMEOUT": "3",
+            # One worker unless a test asks for more (gunicorn.conf.py's default is one per core).
+            "WEB_CONCURRENCY": "1",
             "LOG_LEVEL": "INFO",
         }
     )
