@@ -1,5 +1,7 @@
 """Demo data and the metric simulator that keeps it moving."""
 
+import fcntl
+import os
 import random
 
 from flask import current_app
@@ -79,15 +81,37 @@ def simulate_step(tenant_id, rng):
 
 
 class MetricSimulator(BackgroundLoop):
-    """Background writer for the demo tenant, through the same service as the REST API."""
+    """Background writer for the demo tenant, through the same service as the REST API.
+
+    With several workers (SERVER_RUN_DIR), one of them writes: the one holding
+    the lock file ``simulator.lock`` there. When it dies the kernel lets go of
+    its lock, and another worker takes over at its next round.
+    """
 
     def __init__(self, app, sio):
         super().__init__(sio, app.config["SIMULATOR_INTERVAL"])
         self._app = app
         self._tenant_id = app.config["DEMO_TENANT"]
         self._rng = random.Random()
+        run_dir = app.config["SERVER_RUN_DIR"]
+        self._lock_path = os.path.join(run_dir, "simulator.lock") if run_dir else None
+        self._lock = None
 
     def step(self):
-        """Write one round of demo values."""
+        """Write one round of demo values (in the one worker holding the lock)."""
+        if not self._holds_lock():
+            return
         with self._app.app_context():
             simulate_step(self._tenant_id, self._rng)
+
+    def _holds_lock(self):
+        if self._lock_path is None or self._lock is not None:
+            return True
+        lock = open(self._lock_path, "a")  # noqa: SIM115 - held open for the life of the process
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            return False
+        self._lock = lock
+        return True

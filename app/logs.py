@@ -24,6 +24,7 @@ _socket = ContextVar("socket", default=(None, None))
 #: session), tokens are. Logs keep the first SID_PREFIX characters of a sid (to follow a session), nothing of a token.
 SECRET_QUERY = re.compile(r"([?&](sid|token|access_token|auth)=)([^&\s\"]*)", re.IGNORECASE)
 SID_PREFIX = 6
+SID_WORKER_TAG = 8
 #: Control characters (a newline in a token's header would forge a line of the text log).
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -45,8 +46,16 @@ class _ContextFilter(logging.Filter):
 
 
 def short_sid(sid):
-    """An Engine.IO session id as logs show it: enough to follow a session, not enough to act as it."""
-    return f"{sid[:SID_PREFIX]}..." if sid else "-"
+    """An Engine.IO session id as logs show it: enough to follow a session, not enough to act as it.
+
+    The worker's tag before a ``.`` (several workers, engine/handoff.py) is kept too: it is no secret.
+    """
+    if not sid:
+        return "-"
+    worker, separator, random_part = sid.partition(".")
+    if not separator:
+        return f"{sid[:SID_PREFIX]}..."
+    return f"{worker[:SID_WORKER_TAG]}.{random_part[:SID_PREFIX]}..."
 
 
 def redact_query(text):

@@ -43,6 +43,13 @@ REFUSALS = Counter(
     "connect_timeout (no namespace connected within SOCKET_CONNECT_TIMEOUT).",
     ["reason"],
 )
+HANDOFFS = Counter(
+    "analytics_socketio_handoffs_total",
+    "Requests of a Socket.IO session that reached another worker than the one holding the session, by result: "
+    "sent (this worker handed the connection over), taken (this worker took one over), failed (the owner was gone, "
+    "or the request too large: answered as one of an unknown session).",
+    ["result"],
+)
 PACKETS_WRITTEN = Counter(
     "analytics_socketio_packets_written_total",
     "Packets handed to sockets, by path: direct (written at once to an idle websocket) or queued "
@@ -164,6 +171,7 @@ class SocketSampler(BackgroundLoop):
         super().__init__(sio, interval)
         self._written = {"direct": 0, "queued": 0}
         self._refused = {}
+        self._handoffs = {}
 
     def step(self):
         """Count the sockets and subscriptions of every registered namespace, and the packets written."""
@@ -181,6 +189,10 @@ class SocketSampler(BackgroundLoop):
         for reason, count in refused.items():
             REFUSALS.labels(reason).inc(count - self._refused.get(reason, 0))
         self._refused = refused
+        handoffs = self._sio.handoff_counts()
+        for result, count in handoffs.items():
+            HANDOFFS.labels(result).inc(count - self._handoffs.get(result, 0))
+        self._handoffs = handoffs
 
 
 def count_emit(event, data, namespace):

@@ -18,6 +18,7 @@ import pytest
 import requests
 import socketio
 
+from app.logs import short_sid
 from testkit import (
     DEFAULT_TIMEOUT,
     RecordingClient,
@@ -225,7 +226,7 @@ def test_request_lines_keep_no_polling_sid_and_no_token(live_server):
     sid = json.loads(session.get(base + "&token=secret-in-the-url", timeout=DEFAULT_TIMEOUT).text[1:])["sid"]
     session.post(f"{base}&sid={sid}", data="40/dashboard,", timeout=DEFAULT_TIMEOUT)
     session.close()
-    wait_for_log(live_server, f"sid={sid[:6]}...", after=mark)
+    wait_for_log(live_server, f"sid={short_sid(sid)}", after=mark)
     assert not logged(live_server, sid, after=mark)
     assert not logged(live_server, "secret-in-the-url", after=mark)
 

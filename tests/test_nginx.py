@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from app.logs import short_sid
 from testkit import (
     DEFAULT_TIMEOUT,
     ROOT,
@@ -160,8 +161,8 @@ class Nginx:
 
 
 def logged_sid(sid):
-    """What the access log keeps of a polling session id (deploy/nginx: $analytics_sid_prefix)."""
-    return f"{sid[:6]}..."
+    """What the access log keeps of a polling session id (deploy/nginx: $analytics_sid_prefix), as our logs do."""
+    return short_sid(sid)
 
 
 def _free_port():

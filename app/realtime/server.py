@@ -71,6 +71,7 @@ class Realtime:
         self._warned_forwarders = set()
         self._bind_to_address = config["SOCKET_BIND_TO_ADDRESS"]
         self.header_timeout = config["HTTP_HEADER_TIMEOUT"]
+        self.run_dir = config["SERVER_RUN_DIR"]
         self.activity = SocketActivity(self.sio)
         fanout = FanOut(self.sio, self.activity, functools.partial(unsubscribe_all, self.sio))
         self.poller = ChangePoller(app, self.sio, fanout)
@@ -177,6 +178,11 @@ class Realtime:
             return True
         sid = _sid_of(environ)
         return sid is not None and not self.sio.holds_session(sid)
+
+    @staticmethod
+    def session_of(environ):
+        """The Engine.IO session id of a Socket.IO request (None for a new session, or for any other request)."""
+        return _sid_of(environ) if _is_socketio(environ) else None
 
     def start(self):
         """Start the background work of this process."""

@@ -17,6 +17,7 @@ Before upgrading any of those libraries, re-read what ``compat.py`` lists.
 - ``handler.ConnectionHandler``: gevent-websocket's handler, lighter, refusing upgrades over HTTP;
 - ``backlog.BacklogWatch``: cuts off sockets that stopped reading;
 - ``connect_watch.ConnectWatch``: closes connections that connect no namespace in time;
+- ``handoff.Handoff``: a request of another worker's session is handed to that worker, connection and all;
 - ``gunicorn.install``: what gunicorn's ``post_worker_init`` hook calls.
 """
 

@@ -320,6 +320,36 @@ UPSTREAM = (
         "70709a39837845ac",
         "what output.OutputBuffer's flusher sends a TLS connection's bytes with.",
     ),
+    # --- handing connections between workers (handoff.py) -------------------------------------------------------
+    Upstream(
+        "python-engineio",
+        "engineio.base_server:BaseServer.generate_id",
+        "b6a591454237c0bb",
+        "eio.EngineServer.generate_id puts the worker's tag and a '.' before it: handoff.Handoff.owner_of reads the "
+        "tag back, which holds while engine.io's ids are base64url (no '.').",
+    ),
+    Upstream(
+        "gevent",
+        "gevent.pywsgi:WSGIHandler.handle_one_response",
+        "16fcb501fa891f23",
+        "handler.ConnectionHandler.handle_one_response hands the connection over instead of calling it; "
+        "handle_one_request calls it once the request is parsed and self.environ built, and stops reading the "
+        "connection when close_connection is set.",
+    ),
+    Upstream(
+        "gevent",
+        "gevent.pywsgi:WSGIHandler.handle",
+        "9e7238affc125354",
+        "reads from and closes self.socket at the end unless it is None: handler.ConnectionHandler._handed_over "
+        "sets it to None once another worker holds the connection, and closes only its own descriptor.",
+    ),
+    Upstream(
+        "gevent",
+        "gevent.pywsgi:OldMessage",
+        "7d36d3425c465cee",
+        "the parsed request headers; handler.ConnectionHandler._handed_over rebuilds the request from "
+        "self.requestline and its headers property (one 'Name: value\\r\\n' line per header, as received).",
+    ),
     # --- gunicorn: installing the handler (gunicorn.py) -------------------------------------------------------------
     Upstream(
         "gunicorn",
@@ -345,7 +375,8 @@ UPSTREAM = (
         "gunicorn",
         "gunicorn.workers.ggevent:GeventWorker.run",
         "50119854ef8be38c",
-        "builds its server from worker.wsgi_handler and worker.wsgi, which gunicorn.install sets; the drain "
-        "watches worker.alive.",
+        "builds its server from worker.wsgi_handler and worker.wsgi, which gunicorn.install sets, with a Pool of "
+        "worker_connections as server.pool (handler.serve_handed_over spawns connections handed over in it, through "
+        "the server the handler was given); the drain watches worker.alive.",
     ),
 )

@@ -84,6 +84,11 @@ class EngineServer(engineio.Server):
         super().__init__(*args, **kwargs)
         self.pings = PingScheduler(self)
         self.connections = Connections()
+        self.sid_prefix = ""  # the worker's tag, when sessions are handed between workers (handoff.py)
+
+    def generate_id(self):
+        """engine.io's random session id, after this worker's ``sid_prefix``: the id names the worker holding it."""
+        return self.sid_prefix + super().generate_id()
 
     def disconnect(self, sid=None):
         """``engineio.Server.disconnect``, without waiting for a polling client to fetch the close packet.

@@ -1,10 +1,14 @@
 """Serving under gunicorn's gevent-websocket worker: the handler class, the WSGI callable, and the drain."""
 
+import logging
 import signal
 
 import gevent
 
-from app.realtime.engine.handler import connection_handler
+from app.realtime.engine.handler import connection_handler, serve_handed_over
+from app.realtime.engine.handoff import Handoff
+
+log = logging.getLogger(__name__)
 
 
 def install(worker, realtime):
@@ -21,15 +25,37 @@ def install(worker, realtime):
     websockets would otherwise hold the worker for ``graceful_timeout`` and then
     be cut; closed at once, their clients reconnect to another worker or node
     within a second, while this worker answers Socket.IO requests 503.
+
+    With ``realtime.run_dir`` (SERVER_RUN_DIR, which gunicorn.conf.py makes
+    for the server's workers), the sessions this worker opens name it, and a
+    request of a session another worker opened is handed to that worker
+    (``handoff.Handoff``); not under TLS, whose state cannot leave the process.
     """
-    worker.wsgi_handler = connection_handler(realtime.refuses_upgrade, realtime.header_timeout)
+    handoff = None
+    if realtime.run_dir and not worker.cfg.is_ssl:
+        handoff = Handoff(realtime.run_dir)
+        realtime.sio.eio.sid_prefix = handoff.sid_prefix
+    elif realtime.run_dir and worker.cfg.workers > 1:
+        log.warning(
+            "gunicorn terminates TLS itself with %d workers: a polling session's requests that reach another worker "
+            "than its own are refused (terminate TLS in a proxy in front, or run one worker)",
+            worker.cfg.workers,
+        )
+    worker.wsgi_handler = connection_handler(
+        realtime.refuses_upgrade, realtime.header_timeout, handoff, realtime.session_of
+    )
     worker.wsgi = worker.wsgi.wsgi_app
     _quit_once(worker)
+    if handoff is not None:
+        handoff.start(serve_handed_over(worker.wsgi_handler), gevent.spawn)
+        realtime.sio.handoff = handoff
     realtime.start()
 
     def drain_when_told_to_stop():
         while worker.alive:
             gevent.sleep(0.1)
+        if handoff is not None:
+            handoff.stop()
         realtime.drain()
 
     gevent.spawn(drain_when_told_to_stop)

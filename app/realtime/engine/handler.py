@@ -4,6 +4,7 @@ from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 
 from app.logs import redact_query
+from app.realtime.engine.handoff import replayed
 
 
 class ConnectionHandler(WebSocketHandler):
@@ -27,17 +28,26 @@ class ConnectionHandler(WebSocketHandler):
     Request lines are logged without the secrets in their query string: a
     polling session's ``sid`` lets whoever holds it read and act as that
     session (``app.logs.redact_query``).
+
+    With ``handoff`` (``handoff.Handoff``), a request of a session that
+    another worker of the server opened (``session_of(environ)`` names it) is
+    handed to that worker with its connection, before anything is answered.
     """
 
     READ_BUFFER_BYTES = 1024
     refuses_upgrade = None
     header_timeout = None  # seconds a client may take to send a request line and headers, None for no limit
+    handoff = None
+    session_of = None
 
     def __init__(self, sock, address, server, rfile=None):
         super().__init__(sock, address, server, rfile)
         if rfile is None:
             # Nothing has been read yet: swap the default 8 KiB reader for a small one.
             self.rfile = sock.makefile("rb", self.READ_BUFFER_BYTES)
+        handoff = self.handoff
+        if handoff is not None and handoff.server is None:
+            handoff.server = server  # serves what siblings hand over (only sessions opened here, so after this)
 
     def run_websocket(self):
         # Not read again once the websocket runs (the environ keeps the request headers
@@ -86,6 +96,39 @@ class ConnectionHandler(WebSocketHandler):
         """gevent's request line for the access log, with the credentials in its query cut out (polling ``sid``)."""
         return redact_query(super().format_request())
 
+    def handle_one_response(self):
+        """gevent's answer to the request, unless it belongs to another worker's session: then it is handed over."""
+        if self.handoff is None or not self._handed_over():
+            super().handle_one_response()
+
+    def _handed_over(self):
+        """Hand this connection to the worker that opened the request's session; True when it took it.
+
+        The owner gets the request as read here (request line, headers, and
+        what the reader holds beyond them), then reads on from the connection
+        itself. This handler lets go of the connection without closing it:
+        the owner holds it now (gevent's ``handle`` would read from it and
+        close it while ``self.socket`` is set).
+        """
+        sid = self.session_of(self.environ)
+        owner = self.handoff.owner_of(sid) if sid else None
+        if owner is None:
+            return False
+        head = f"{self.requestline}\r\n{''.join(self.headers.headers)}\r\n".encode("latin-1")
+        sock, rfile = self.socket, self.rfile
+        sock.settimeout(0.0)  # what the reader already holds, without waiting for more
+        try:
+            read_ahead = rfile.peek(1)
+        finally:
+            sock.settimeout(None)
+        if not self.handoff.send(owner, sid, sock, head + read_ahead):
+            return False
+        self.close_connection = True
+        self.socket = None
+        rfile.close()
+        sock.close()
+        return True
+
     def run_application(self):
         refuses = self.refuses_upgrade
         if refuses is not None and "HTTP_UPGRADE" in self.environ and refuses(self.environ):
@@ -93,8 +136,36 @@ class ConnectionHandler(WebSocketHandler):
         return super().run_application()
 
 
-def connection_handler(refuses_upgrade, header_timeout=None):
+def connection_handler(refuses_upgrade, header_timeout=None, handoff=None, session_of=None):
     """A ConnectionHandler class answering the websocket requests ``refuses_upgrade(environ)`` names over plain HTTP,
-    and cutting off clients that take longer than ``header_timeout`` seconds to send a request's headers."""
-    attributes = {"refuses_upgrade": staticmethod(refuses_upgrade), "header_timeout": header_timeout}
+    cutting off clients that take longer than ``header_timeout`` seconds to send a request's headers, and handing
+    requests of other workers' sessions to them (``handoff``, ``session_of(environ)``: the request's sid or None)."""
+    attributes = {
+        "refuses_upgrade": staticmethod(refuses_upgrade),
+        "header_timeout": header_timeout,
+        "handoff": handoff,
+        "session_of": staticmethod(session_of) if session_of is not None else None,
+    }
     return type(ConnectionHandler.__name__, (ConnectionHandler,), attributes)
+
+
+def serve_handed_over(handler_class):
+    """The function a ``Handoff`` calls with each connection handed to this worker: serve it in the server's pool.
+
+    A connection that arrives while the pool is full is closed, as the
+    listening socket would leave it waiting: the client retries.
+    """
+
+    def serve(sock, address, request):
+        server = handler_class.handoff.server
+        if server is None or server.pool.full():
+            sock.close()
+            return
+        server.pool.spawn(_serve, handler_class, sock, address, server, request)
+
+    return serve
+
+
+def _serve(handler_class, sock, address, server, request):
+    rfile = replayed(request, sock, handler_class.READ_BUFFER_BYTES)
+    handler_class(sock, address, server, rfile).handle()

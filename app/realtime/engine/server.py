@@ -68,6 +68,7 @@ class SocketServer(socketio.Server):
         self._frame_packet = None
         self._frame = None
         self._corked = None  # the OutputBuffers corked by ``batch``, while one runs
+        self.handoff = None  # this worker's handoff.Handoff, when sessions are handed between workers
         self.direct_writes = 0
         self.queued_writes = 0
 
@@ -264,6 +265,10 @@ class SocketServer(socketio.Server):
     def refused_counts(self):
         """``{reason: count}`` of the connections closed so far for what their client sent or failed to send."""
         return dict(self.eio.connections.refused)
+
+    def handoff_counts(self):
+        """``{result: count}`` of the requests handed between this worker and its siblings (``handoff.Handoff``)."""
+        return dict(self.handoff.counts) if self.handoff is not None else {}
 
     def holds_session(self, eio_sid):
         """True when this process holds the Engine.IO session ``eio_sid``."""
