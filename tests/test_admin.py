@@ -491,6 +491,8 @@ def test_activity_names_the_entities_that_show_the_dashboard(admin_client, rest,
     # Nothing turns changes into events in this process: no sockets, nothing sent.
     assert activity.json["subscribers"] == 0
     assert activity.json["events"] == []
+    assert (activity.json["workers"], activity.json["scope"]) == (1, "process")
+    assert activity.json["coverage"] == "Counted in this server process only."
 
 
 # --- in the browser ------------------------------------------------------------------------------------------------

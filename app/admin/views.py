@@ -276,15 +276,29 @@ def _sparklines(tenant, dashboard, entity):
 
 
 def _activity(tenant, dashboard_id, users=None):
+    """The live panel: the entities, sockets subscribed, last events sent, and what those figures cover."""
     if users is None:
         users = entities.entities_of_dashboard(tenant, dashboard_id)
     entity_ids = [e["entityId"] for e in users]
-    tracker = current_app.extensions["realtime"].activity
-    return {
-        "entities": users,
-        "subscribers": tracker.subscriber_count(tenant, entity_ids),
-        "events": tracker.recent(tenant, entity_ids, RECENT_EVENTS),
-    }
+    figures = current_app.extensions["realtime"].activity.figures(tenant, entity_ids, RECENT_EVENTS)
+    return {"entities": users, **figures, "coverage": _coverage(figures)}
+
+
+def _coverage(figures):
+    """One sentence on whose sockets the panel counts and how old the figures are (docs/admin.md)."""
+    problem = f" {figures['problem']}: other servers are not counted." if figures["problem"] else ""
+    if figures["scope"] == "process":
+        return "Counted in this server process only." + problem
+    workers = f"{figures['workers']} worker{'' if figures['workers'] == 1 else 's'}"
+    age = max(0, round(time.time() - figures["asOf"]))
+    text = f"{workers} of {'this server' if figures['scope'] == 'node' else 'every server on this Redis'}, "
+    text += f"as of {age} s ago." if age else "as of now."
+    text += problem
+    if figures["unreadable"]:
+        text += f" {figures['unreadable']} unreadable snapshot{'' if figures['unreadable'] == 1 else 's'} left out."
+    if figures["truncated"]:
+        text += " A busy worker shared only its largest rooms and latest events."
+    return text
 
 
 #: What a refused change against an older version of the dashboard says (ANALYTICS_1202).

@@ -39,7 +39,9 @@ class FanOut:
         if self._activity is not None:
             summary = f"{change.metric_name} = {change.value:g}"
             recipients = self._activity.room_size(DASHBOARD_NAMESPACE, room)
-            self._activity.record(change.tenant_id, [change.entity_id], "metric:update", summary, recipients)
+            self._activity.record(
+                change.tenant_id, [change.entity_id], "metric:update", summary, recipients, seq=change.seq
+            )
 
     def dashboard(self, change, users):
         """Send a layout change to the rooms of the tenant's entities in ``users``, on both namespaces.
@@ -61,7 +63,7 @@ class FanOut:
         if self._activity is not None and recipients:
             entity_ids = [entity_id for tenant_id, entity_id in users if tenant_id == change.tenant_id]
             summary = f"{data['action']}, version {data['version']}"
-            self._activity.record(change.tenant_id, entity_ids, "dashboard:update", summary, recipients)
+            self._activity.record(change.tenant_id, entity_ids, "dashboard:update", summary, recipients, seq=change.seq)
 
     def entity(self, change, history=None):
         """Tell the entity's subscribers, on both namespaces, that it shows another dashboard or was removed.
@@ -94,4 +96,4 @@ class FanOut:
             elif self._activity is not None:
                 recipients += self._activity.room_size(namespace, room)
         if self._activity is not None and recipients:
-            self._activity.record(change.tenant_id, [change.entity_id], event, summary, recipients)
+            self._activity.record(change.tenant_id, [change.entity_id], event, summary, recipients, seq=change.seq)

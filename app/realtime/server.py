@@ -87,6 +87,7 @@ class Realtime:
         if config["CHANGE_NOTIFY"]:
             self.listener = _change_listener(app, self.sio, self.poller)
             self._background.append(self.listener)
+        self.add_background(self.activity.sharing(config))  # the admin page counts every worker (activity_share.py)
 
     def add_background(self, worker):
         """Run ``worker`` (an object with ``start()``/``stop()``) with the others."""

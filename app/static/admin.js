@@ -38,6 +38,7 @@
     const count = document.getElementById('subscriber-count');
     const list = document.getElementById('recent-events');
     const version = document.getElementById('dashboard-version');
+    const coverage = document.getElementById('activity-coverage');
     async function refresh() {
       if (document.hidden) return;
       try {
@@ -47,6 +48,7 @@
         count.textContent = data.subscribers;
         count.nextElementSibling.textContent = data.subscribers === 1 ? 'socket subscribed now' : 'sockets subscribed now';
         renderEvents(list, data.events);
+        if (coverage) coverage.textContent = data.coverage;
         if (version && String(data.version) !== version.dataset.version) {
           version.textContent = 'version ' + data.version + ' — changed elsewhere, reload';
           version.classList.add('stale');
