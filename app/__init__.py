@@ -5,7 +5,7 @@ from pathlib import Path
 from flask import Flask
 
 from app.config import load_config
-from app.database import configure_engine
+from app.database import configure_engine, end_outages_on_checkout, outage_trackers
 from app.extensions import csrf, db, migrate
 from app.logs import configure_logging, with_request_ids
 
@@ -29,6 +29,7 @@ def create_app(config=None):
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     with app.app_context():
         configure_engine(db.engine)
+        end_outages_on_checkout(db.engine, app)
 
     from app.api import bp as api_bp
     from app.api.errors import register_error_handlers
@@ -38,8 +39,9 @@ def create_app(config=None):
     from app.health import bp as health_bp
     from app.realtime.server import Realtime
     from app.site import bp as site_bp
-    from app.telemetry import init_telemetry
+    from app.telemetry import count_unavailable, init_telemetry
 
+    app.extensions.update(outage_trackers(count_unavailable))
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     app.register_blueprint(health_bp)
     app.register_blueprint(site_bp)

@@ -27,9 +27,16 @@ class BackgroundLoop:
         self._running = False
 
     def _run(self):
+        failing = 0  # steps failed in a row: a database outage fails every step, logged once
         while self._running:
             try:
                 self.step()
             except Exception:
-                log.exception("%s step failed", type(self).__name__)
+                failing += 1
+                if failing == 1:
+                    log.exception("%s step failed (later failures in a row are not logged)", type(self).__name__)
+            else:
+                if failing:
+                    log.info("%s works again after %d failed steps", type(self).__name__, failing)
+                failing = 0
             self._sio.sleep(self.interval)

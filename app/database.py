@@ -1,11 +1,19 @@
-"""Engine tuning, the kinds of transaction the services use, and the poller's commit probe."""
+"""Engine tuning, the kinds of transaction the services use, the poller's commit probe, and database outages."""
 
+import logging
 import sqlite3
+import time
 from contextlib import contextmanager
 
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 
 from app.extensions import db
+
+log = logging.getLogger(__name__)
+
+#: SQLite errors that are mistakes in a statement or the schema, not a database that cannot serve now.
+_SQLITE_STATEMENT_ERRORS = ("no such ", "near ", "syntax error", "has no column", "table ")
 
 
 def configure_engine(engine):
@@ -127,3 +135,133 @@ class CommitProbe:
         if self._connection is not None:
             self._connection.close()
             self._connection = self._execute = None
+
+
+def is_unavailable(exc):
+    """True when ``exc`` means the database cannot serve now (down, restarting, unreachable, its pool exhausted).
+
+    Such a request is answered 503 ``ANALYTICS_1300`` with ``Retry-After``, not 500:
+    the same request succeeds once the database is back. Errors in a statement or
+    the schema (SQLite's ``no such table``, ...) are not outages.
+    """
+    if isinstance(exc, sa_exc.TimeoutError | sa_exc.DisconnectionError):
+        return True
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return False
+    if isinstance(exc.orig, sqlite3.Error):
+        return not str(exc.orig).lower().startswith(_SQLITE_STATEMENT_ERRORS)
+    return True
+
+
+def first_line(exc):
+    """The first line of an error's message (a driver's message runs over several)."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def end_outages_on_checkout(engine, app):
+    """A connection handed out by the pool ends a database outage of ``app``: the database answered.
+
+    On PostgreSQL the pool pings a connection before handing it out
+    (``pool_pre_ping``), and a new one is only made by reaching the server.
+    """
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(*_args):
+        outage = app.extensions["database_outage"]
+        if outage.since is not None:
+            outage.recovered("a new or pinged connection")
+
+
+def database_outage(app=None):
+    """The app's database ``Outage`` (the current app's when ``app`` is None)."""
+    return _extensions(app)["database_outage"]
+
+
+def redis_outage(app=None):
+    """The app's Redis ``Outage`` (the current app's when ``app`` is None)."""
+    return _extensions(app)["redis_outage"]
+
+
+def _extensions(app):
+    if app is None:
+        from flask import current_app
+
+        app = current_app
+    return app.extensions
+
+
+def unavailable_error():
+    """The AppError an operation that met an unavailable database answers (503 ANALYTICS_1300)."""
+    from app import errors
+    from app.errors import AppError
+
+    return AppError(errors.UNAVAILABLE, "the database is not answering; try again in a moment")
+
+
+class Outage:
+    """One process's view of an outage of a dependency: one log line when it starts, one when it ends.
+
+    Every request, subscribe and poll tick that meets the dependency down
+    reports it (``failed``); the first one of an outage logs it, with what
+    follows from it (``consequence``). The next success of a poll tick, of the
+    change listener, of a readiness check or of a subscribe (``recovered``) ends
+    it and says how long it lasted and how often it was met.
+    """
+
+    def __init__(self, name, consequence, on_failure=None):
+        self.name = name
+        self.consequence = consequence
+        self.since = None
+        self.refused = 0
+        self._on_failure = on_failure  # on_failure(name, source): telemetry counts each
+
+    @property
+    def active(self):
+        return self.since is not None
+
+    def failed(self, source, exc):
+        """``source`` ("http", "admin", "socket", "poll", "listener", "readiness") met the dependency down."""
+        if self._on_failure is not None:
+            self._on_failure(self.name, source)
+        self.refused += 1
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning(
+                "%s unavailable (%s), first seen by %s: %s", self.name, first_line(exc), source, self.consequence
+            )
+
+    def recovered(self, source):
+        """The dependency answered ``source`` again: end the outage, if there was one."""
+        if self.since is None:
+            return
+        lasted, refused = time.monotonic() - self.since, self.refused
+        self.since, self.refused = None, 0
+        log.warning(
+            "%s available again (seen by %s) after %.1f s; met down %d times meanwhile",
+            self.name,
+            source,
+            lasted,
+            refused,
+        )
+
+
+def outage_trackers(on_failure=None):
+    """The app's trackers of outages: ``{"database_outage": Outage, "redis_outage": Outage}`` for app.extensions."""
+    return {
+        "database_outage": Outage(
+            "database",
+            "requests, subscribes and admin pages that need it answer 503 ANALYTICS_1300 until it is back",
+            on_failure,
+        ),
+        "redis_outage": Outage(
+            "redis",
+            "the change feed goes on without it (every server reads the change log); emits addressed to sockets "
+            "of other servers, and those of external emitters, do not arrive until it is back",
+            on_failure,
+        ),
+    }

@@ -17,6 +17,7 @@ from redis.retry import Retry
 from sqlalchemy import text
 
 from app import errors
+from app.database import database_outage, redis_outage
 from app.errors import AppError
 from app.extensions import db
 from app.telemetry import count_error
@@ -35,10 +36,10 @@ def healthz():
 def readyz():
     """200 with every check ``ok``, or 503 (ANALYTICS_1300) naming the dependencies that do not answer."""
     timeout = current_app.config["READINESS_TIMEOUT"]
-    checks = {"database": _check("database", _ping_database, timeout)}
+    checks = {"database": _check(database_outage(), _ping_database, timeout)}
     redis_url = current_app.config.get("REDIS_URL")
     if redis_url:
-        checks["redis"] = _check("redis", lambda: _ping_redis(redis_url, timeout), timeout)
+        checks["redis"] = _check(redis_outage(), lambda: _ping_redis(redis_url, timeout), timeout)
     if current_app.extensions["realtime"].draining:
         checks["process"] = "shutting down"
     failed = [name for name, state in checks.items() if state != "ok"]
@@ -46,18 +47,21 @@ def readyz():
         return {"status": "ok", "checks": checks}
     error = AppError(errors.UNAVAILABLE, f"service unavailable: {', '.join(failed)} not ready")
     count_error(error.error.code, "http")
-    return {"status": "unavailable", "checks": checks, **error.to_dict()}, 503
+    return {"status": "unavailable", "checks": checks, **error.to_dict()}, 503, {"Retry-After": "1"}
 
 
-def _check(name, ping, timeout):
-    """Run ``ping`` within ``timeout`` seconds: ``"ok"``, or ``"unreachable"`` (logged) when it fails or hangs."""
+def _check(outage, ping, timeout):
+    """Run ``ping`` within ``timeout`` seconds: ``"ok"``, or ``"unreachable"`` when it fails or hangs.
+
+    A failure is told to ``outage`` (a ``database.Outage``), which logs the first of an outage, not every probe.
+    """
     try:
         with gevent.Timeout(timeout):
             ping()
     except (Exception, gevent.Timeout) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        log.warning("readiness: %s unreachable: %s", name, reason)
+        outage.failed("readiness", exc)
         return "unreachable"
+    outage.recovered("readiness")
     return "ok"
 
 

@@ -96,6 +96,13 @@ POLL_SKIPS = Counter(
     "analytics_poll_skips_total",
     "Poller rounds that skipped the query: SQLite said nothing was committed since the last (PRAGMA data_version).",
 )
+UNAVAILABLE = Counter(
+    "analytics_dependency_unavailable_total",
+    "Requests, subscribes, poll ticks and readiness checks that met a dependency down, by dependency (database, "
+    "redis) and source (http, admin, socket, poll, listener, readiness). Requests and subscribes that met the "
+    "database down were answered 503 / error ANALYTICS_1300.",
+    ["dependency", "source"],
+)
 POLL_FAILURES = Counter("analytics_poll_failures_total", "Poller ticks that failed (for example, database down).")
 RETENTION_PRUNED = Counter(
     "analytics_retention_pruned_rows_total",
@@ -193,6 +200,11 @@ class SocketSampler(BackgroundLoop):
         for result, count in handoffs.items():
             HANDOFFS.labels(result).inc(count - self._handoffs.get(result, 0))
         self._handoffs = handoffs
+
+
+def count_unavailable(dependency, source):
+    """Count one request, subscribe or tick that met ``dependency`` down (``database.Outage``)."""
+    UNAVAILABLE.labels(dependency, source).inc()
 
 
 def count_emit(event, data, namespace):

@@ -287,7 +287,7 @@ def test_database_outage_keeps_sockets_and_delivers_what_was_committed_meanwhile
 
         offset = log_size(server)
         proxy.cut()
-        wait_for_log(server, "change poll failed", after=offset)
+        wait_for_log(server, "database unavailable", after=offset)
         for value in range(2, 12):  # another writer still reaches the database
             database.execute(
                 "INSERT INTO change_log (tenant_id, entity_id, metric_name, value) VALUES (?, ?, ?, ?)",

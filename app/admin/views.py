@@ -7,6 +7,7 @@ session's; ids from a form or URL are only ever looked up within it.
 """
 
 import functools
+import logging
 import time
 
 from flask import current_app, flash, redirect, render_template, request, session, url_for
@@ -14,6 +15,7 @@ from flask_wtf.csrf import CSRFError
 from limits import parse as parse_rate
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
+from sqlalchemy.exc import SQLAlchemyError
 
 from app import errors
 from app.addresses import client_address
@@ -32,11 +34,14 @@ from app.admin.forms import (
 )
 from app.admin.sparklines import duration, metric_value, sparkline
 from app.auth import mint_dev_token, verify_token
+from app.database import database_outage, is_unavailable
 from app.errors import AppError
 from app.serializers import entity_to_dict
 from app.services import admin_sessions, dashboards, entities
 from app.services.history import chart_history
 from app.validation import optional_text, require_choice, require_id
+
+log = logging.getLogger(__name__)
 
 SESSION_KEY = "admin"
 DEV_SUBJECT = "dev-admin"
@@ -631,6 +636,25 @@ def _error_page(exc, title=None):
 @bp.errorhandler(AppError)
 def _app_error(exc):
     return _error_page(exc)
+
+
+@bp.errorhandler(SQLAlchemyError)
+def _database_error(exc):
+    """The database is not answering: a page that says so (503, Retry-After), not a 500; logged once per outage.
+
+    The page is rendered without asking who is signed in, which would ask the database again.
+    """
+    if not is_unavailable(exc):
+        log.exception("unhandled error")
+        return _error_page(AppError(errors.INTERNAL))
+    database_outage().failed("admin", exc)
+    error = AppError(
+        errors.UNAVAILABLE,
+        "The database is not answering right now, so this page cannot be shown or saved. "
+        "Nothing you sent was changed. Try again in a moment.",
+    )
+    page = render_template("admin/error.html", error=error, title="Database unavailable", admin=None)
+    return page, 503, {"Retry-After": "1"}
 
 
 @bp.errorhandler(CSRFError)

@@ -3,9 +3,11 @@
 import logging
 
 from flask import jsonify
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from app import errors
+from app.database import database_outage, is_unavailable, unavailable_error
 from app.errors import AppError
 from app.telemetry import count_error
 
@@ -48,7 +50,25 @@ def register_error_handlers(app):
                 response.headers[name] = value
         return response
 
+    @app.errorhandler(SQLAlchemyError)
+    def _database_error(exc):
+        if not is_unavailable(exc):
+            return _unexpected(exc)
+        return unavailable_response("http", exc)
+
     @app.errorhandler(Exception)
     def _unexpected(exc):
         log.exception("unhandled error")
         return error_response(AppError(errors.INTERNAL))
+
+
+#: Seconds a client is told to wait before it retries a request that met an unavailable database.
+RETRY_AFTER_SECONDS = 1
+
+
+def unavailable_response(source, exc):
+    """503 ANALYTICS_1300 with Retry-After for a request that met an unavailable database; logged once per outage."""
+    database_outage().failed(source, exc)
+    response = error_response(unavailable_error())
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response

@@ -13,6 +13,7 @@ import time
 
 import psycopg
 
+from app.database import first_line
 from app.services.changes import NOTIFY_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -35,14 +36,26 @@ def listener_dsn(engine_url, connect_args):
 
 
 class ChangeListener:
-    """One greenlet per worker: LISTEN, wake the poller on each notification, reconnect on failure."""
+    """One greenlet per worker: LISTEN, wake the poller on each notification, reconnect on failure.
 
-    def __init__(self, sio, dsn, wake, max_backoff, observe_lag=None):
+    Reconnecting is tried every ``retry_interval`` (POLL_INTERVAL or
+    POLL_MAX_BACKOFF, whichever is shorter, at least 0.05 s), without backing
+    off: connecting again is what ends the poller's back-off when the database
+    is back (the poller is woken then), so dashboards
+    are live again within about one poll interval of the database answering. An
+    attempt against a database that is down costs a refused connection; one
+    against a host that does not answer waits out DATABASE_CONNECT_TIMEOUT. The
+    first failure of an outage is told to ``outage`` (logged once), and so is
+    the connection that ends it.
+    """
+
+    def __init__(self, sio, dsn, wake, retry_interval, observe_lag=None, outage=None):
         self._sio = sio
         self._dsn = dsn
         self._wake = wake
-        self._max_backoff = max_backoff
+        self._retry_interval = max(retry_interval, 0.05)
         self._observe_lag = observe_lag
+        self._outage = outage
         self._running = False
         self.connected = False
 
@@ -56,25 +69,24 @@ class ChangeListener:
         self._running = False
 
     def _run(self):
-        backoff = 0.0
         while self._running:
             try:
                 self._listen()
-                backoff = 0.0
             except Exception as exc:  # the database went away: the poll keeps delivering meanwhile
-                backoff = min(max(backoff * 2, 0.1), self._max_backoff)
+                if self._outage is not None:
+                    self._outage.failed("listener", exc)
                 if self.connected:
-                    log.warning("change listener lost its connection (%s); reconnecting", exc)
-                else:
-                    log.warning("change listener cannot connect (%s); retrying in %.1fs", exc, backoff)
+                    log.warning("change listener lost its connection (%s); reconnecting", first_line(exc))
                 self.connected = False
-                self._sio.sleep(backoff)
+                self._sio.sleep(self._retry_interval)
 
     def _listen(self):
         with psycopg.connect(self._dsn, autocommit=True) as conn:
             conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
             self.connected = True
             log.info("change listener: listening on %s", NOTIFY_CHANNEL)
+            if self._outage is not None:
+                self._outage.recovered("listener")
             # Changes committed while nobody listened are read now, not at the next tick.
             self._wake()
             last_heard = time.monotonic()

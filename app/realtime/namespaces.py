@@ -67,7 +67,9 @@ class EntityNamespace(socketio.Namespace):
         except Exception:
             log.exception("event %r from %s failed", event, sid)
             body = AppError(errors.INTERNAL).to_dict()
-        level = logging.DEBUG if body["code"] == errors.RATE_LIMITED.code else logging.INFO  # a flood logs nothing
+        # A flood logs nothing; nor does a database outage here (app.database.Outage logs it once).
+        quiet = body["code"] in (errors.RATE_LIMITED.code, errors.UNAVAILABLE.code)
+        level = logging.DEBUG if quiet else logging.INFO
         log.log(level, "event %r answered with error %s: %s", str(event)[:64], body["code"], body["message"])
         self.emit("error", body, to=sid, ignore_queue=True)
         return {"ok": False, "error": body}

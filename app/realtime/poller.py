@@ -27,8 +27,9 @@ import time
 from dataclasses import dataclass, field
 
 from gevent.lock import RLock
+from sqlalchemy.exc import SQLAlchemyError
 
-from app.database import CommitProbe, consistent_read
+from app.database import CommitProbe, consistent_read, database_outage, is_unavailable, unavailable_error
 from app.extensions import db
 from app.models import CHANGE_DASHBOARD, CHANGE_ENTITY, CHANGE_METRIC
 from app.realtime.rooms import DASHBOARD_NAMESPACE, UPDATES_NAMESPACE, room_for
@@ -154,6 +155,7 @@ class ChangePoller:
         """
         backoff = 0.0
         due = True
+        outage = database_outage(self._app)
         while self._running:
             try:
                 if probe.changed() or due or self._gaps:
@@ -162,12 +164,19 @@ class ChangePoller:
                     more = False
                     POLL_SKIPS.inc()
                 backoff = 0.0
-            except Exception:
+                outage.recovered("poll")
+            except Exception as exc:
                 backoff = min(max(backoff * 2, self._interval, 0.05), self._max_backoff)
                 POLL_FAILURES.inc()
-                log.exception("change poll failed; retrying in %.2fs", backoff)
+                if is_unavailable(exc):
+                    outage.failed("poll", exc)  # logged once per outage
+                else:
+                    log.exception("change poll failed; retrying in %.2fs", backoff)
                 due = True
-                self._sio.sleep(backoff)
+                # Back off, but read at once when woken: a commit in this process, a NOTIFY, or the
+                # change listener connecting again all say the database answers again.
+                self._wake.wait(backoff)
+                self._wake.clear()
                 continue
             if more or self._wake.is_set():
                 # Busy: tick again, but first let whoever waits for the lock in (a
@@ -191,6 +200,29 @@ class ChangePoller:
         return batch.full
 
     def subscribe(self, sid, namespace, tenant_id, entity_id, entity_type, since_seq=None):
+        """Join ``sid`` to the entity's room and send it its state; return ``(event, payload)`` (``_subscribe``).
+
+        A subscribe that meets the database down (a connection dropped by a
+        restart, say) tries once more, on a fresh connection, before it answers;
+        if that fails too it raises UNAVAILABLE (ANALYTICS_1300): the client
+        should subscribe again in a moment.
+        """
+        outage = database_outage(self._app)
+        for attempt in (1, 2):
+            try:
+                sent = self._subscribe(sid, namespace, tenant_id, entity_id, entity_type, since_seq)
+            except SQLAlchemyError as exc:
+                if not is_unavailable(exc):
+                    raise
+                outage.failed("socket", exc)
+                if attempt == 2:
+                    raise unavailable_error() from None
+            else:
+                outage.recovered("socket")
+                return sent
+        return None  # not reached
+
+    def _subscribe(self, sid, namespace, tenant_id, entity_id, entity_type, since_seq):
         """Join ``sid`` to the entity's room and send it its state; return ``(event, payload)``.
 
         Without ``since_seq``: ``dashboard:initial``. With it: ``dashboard:resume``

@@ -9,6 +9,7 @@ import socketio
 
 from app import errors
 from app.addresses import client_address
+from app.database import database_outage
 from app.errors import AppError
 from app.extensions import db
 from app.realtime.activity import SocketActivity
@@ -233,5 +234,10 @@ def _change_listener(app, sio, poller):
         url = db.engine.url
     connect_args = app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("connect_args", {})
     return ChangeListener(
-        sio, listener_dsn(url, connect_args), poller.wake, app.config["POLL_MAX_BACKOFF"], observe_notification_lag
+        sio,
+        listener_dsn(url, connect_args),
+        poller.wake,
+        min(app.config["POLL_INTERVAL"], app.config["POLL_MAX_BACKOFF"]),
+        observe_notification_lag,
+        database_outage(app),
     )
