@@ -69,13 +69,13 @@ def entity_to_dict(entity):
 def entity_metrics(entity, rows):
     """``GET .../metrics``: ``{entityId, entityType, metrics: {name: {value, timestamp, seq}}}`` from
     ``(metric_name, value, recorded_at, seq)`` rows."""
+    return {"entityId": entity.entity_id, "entityType": entity.entity_type, "metrics": metric_values(rows)}
+
+
+def metric_values(rows):
+    """``{name: {value, timestamp, seq}}`` from ``(metric_name, value, recorded_at, seq)`` rows."""
     return {
-        "entityId": entity.entity_id,
-        "entityType": entity.entity_type,
-        "metrics": {
-            name: {"value": value, "timestamp": iso_utc(recorded_at), "seq": seq}
-            for name, value, recorded_at, seq in rows
-        },
+        name: {"value": value, "timestamp": iso_utc(recorded_at), "seq": seq} for name, value, recorded_at, seq in rows
     }
 
 

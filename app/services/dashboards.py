@@ -8,6 +8,7 @@ poller turns that row into ``dashboard:update``.
 from datetime import UTC, datetime
 
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from app import errors
 from app.database import write_transaction
@@ -60,10 +61,34 @@ def parse_tile(payload, partial=False):
     return fields
 
 
-def list_dashboards(tenant_id):
-    """Return the tenant's dashboards (without tiles), oldest first."""
+def list_dashboards(tenant_id, limit=None, after=None):
+    """Return the tenant's dashboards (without tiles), oldest first.
+
+    With ``limit``, at most that many; with ``after`` (a dashboard id), only those after it: one page.
+    """
     query = select(Dashboard).where(Dashboard.tenant_id == tenant_id).order_by(Dashboard.id)
+    if after is not None:
+        query = query.where(Dashboard.id > after)
+    if limit is not None:
+        query = query.limit(limit)
     return [dashboard_to_dict(d, with_tiles=False) for d in db.session.scalars(query)]
+
+
+def dashboards_by_id(tenant_id, dashboard_ids):
+    """Return ``{id: dashboard dict with tiles}`` for the tenant's dashboards among ``dashboard_ids``.
+
+    Two queries however many ids (the dashboards, then all their tiles); ids of
+    another tenant, or of none, are left out.
+    """
+    ids = sorted({i for i in dashboard_ids if is_row_id(i)})
+    if not ids:
+        return {}
+    query = (
+        select(Dashboard)
+        .where(Dashboard.tenant_id == tenant_id, Dashboard.id.in_(ids))
+        .options(selectinload(Dashboard.tiles))
+    )
+    return {d.id: dashboard_to_dict(d) for d in db.session.scalars(query)}
 
 
 def find_dashboard(session, tenant_id, dashboard_id, lock=False):

@@ -42,9 +42,16 @@ def find_entity(tenant_id, entity_id, entity_type=None):
     return entity
 
 
-def list_entities(tenant_id):
-    """Return the tenant's entities as dicts, ordered by entity id."""
+def list_entities(tenant_id, limit=None, after=None):
+    """Return the tenant's entities as dicts, ordered by entity id.
+
+    With ``limit``, at most that many; with ``after`` (an entity id), only those after it: one page.
+    """
     query = select(Entity).where(Entity.tenant_id == tenant_id).order_by(Entity.entity_id)
+    if after is not None:
+        query = query.where(Entity.entity_id > after)
+    if limit is not None:
+        query = query.limit(limit)
     return [entity_to_dict(e) for e in db.session.scalars(query)]
 
 

@@ -12,7 +12,7 @@ from app.database import write_connection
 from app.errors import AppError
 from app.extensions import db
 from app.models import CHANGE_METRIC, ChangeLog, Entity, MetricValue
-from app.serializers import entity_metrics, ingest_result
+from app.serializers import entity_metrics, ingest_result, metric_values
 from app.services.changes import change_committed
 from app.services.entities import check_entity_room, find_entity
 from app.validation import optional_timestamp, require_id, require_number, require_object
@@ -219,3 +219,27 @@ def current_metrics(tenant_id, entity_id):
         .order_by(MetricValue.metric_name)
     )
     return entity_metrics(entity, rows)
+
+
+def current_metrics_by_entity(tenant_id, entity_ids):
+    """Return ``{entity_id: {name: {value, timestamp, seq}}}`` for the tenant's ``entity_ids``, in one query.
+
+    Every id asked for is in the answer (``{}`` when it has no values, or is not the tenant's).
+    """
+    ids = sorted(set(entity_ids))
+    rows = {entity_id: [] for entity_id in ids}
+    if ids:
+        query = (
+            select(
+                MetricValue.entity_id,
+                MetricValue.metric_name,
+                MetricValue.value,
+                MetricValue.recorded_at,
+                MetricValue.seq,
+            )
+            .where(MetricValue.tenant_id == tenant_id, MetricValue.entity_id.in_(ids))
+            .order_by(MetricValue.entity_id, MetricValue.metric_name)
+        )
+        for entity_id, *row in db.session.execute(query):
+            rows[entity_id].append(row)
+    return {entity_id: metric_values(entity_rows) for entity_id, entity_rows in rows.items()}
