@@ -35,6 +35,7 @@ def create_app(config=None):
     from app.api.errors import register_error_handlers
     from app.cli import register_cli
     from app.demo import MetricSimulator
+    from app.graphql import bp as graphql_bp
     from app.headers import init_security_headers
     from app.health import bp as health_bp
     from app.realtime.server import Realtime
@@ -43,6 +44,7 @@ def create_app(config=None):
 
     app.extensions.update(outage_trackers(count_unavailable))
     app.register_blueprint(api_bp, url_prefix="/api/v1")
+    app.register_blueprint(graphql_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(site_bp)
     if app.config["ADMIN_ENABLED"]:

@@ -146,6 +146,21 @@ def _admin_settings(jwt_secret):
     }
 
 
+def _graphql_settings(development):
+    """POST/GET /graphql: its limits, and introspection with GraphiQL (on by default in development only).
+
+    ``development`` is ADMIN_DEV_LOGIN, which ``make run`` turns on and a production server leaves off.
+    """
+    return {
+        "GRAPHQL_INTROSPECTION": env_bool("GRAPHQL_INTROSPECTION", development),
+        "GRAPHQL_MAX_QUERY_LENGTH": env_int("GRAPHQL_MAX_QUERY_LENGTH", 10_000, 100),
+        "GRAPHQL_MAX_DEPTH": env_int("GRAPHQL_MAX_DEPTH", 8, 2),
+        "GRAPHQL_MAX_COST": env_int("GRAPHQL_MAX_COST", 20_000, 10),
+        "GRAPHQL_MAX_ALIASES": env_int("GRAPHQL_MAX_ALIASES", 15, 0),
+        "GRAPHQL_MAX_PAGE": env_int("GRAPHQL_MAX_PAGE", 100, 1, maximum=1000),
+    }
+
+
 def _default_database_url(instance_path):
     return f"sqlite:///{Path(instance_path) / 'analytics.db'}"
 
@@ -199,6 +214,7 @@ def load_config(instance_path):
         algorithms.append("ES256")
     if secret:
         algorithms.append("HS256")
+    admin = _admin_settings(secret)
     cors = env_list("CORS_ALLOWED_ORIGINS", ["*"])
     database_url = _database_url(instance_path)
     return {
@@ -270,6 +286,8 @@ def load_config(instance_path):
         "SIMULATOR": env_bool("SIMULATOR", False),
         "SIMULATOR_INTERVAL": env_float("SIMULATOR_INTERVAL", 1.0, minimum=0.05),
         "DEMO_TENANT": env_str("DEMO_TENANT", "demo"),
+        # GraphQL
+        **_graphql_settings(admin["ADMIN_DEV_LOGIN"]),
         # Admin page and browser dashboard
-        **_admin_settings(secret),
+        **admin,
     }

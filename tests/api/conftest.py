@@ -81,3 +81,59 @@ def other_api(client):
 def api_with(client, tenant):
     """Factory: a client of this test's tenant holding exactly ``roles``."""
     return lambda *roles: Api(client, mint_token(tenant, roles=roles))
+
+
+class Gql:
+    """GraphQL over Flask's test client, with the token of one tenant (or none)."""
+
+    def __init__(self, client, token=None):
+        self.client = client
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def post(self, query, variables=None, headers=None, **kwargs):
+        """POST /graphql; return the response."""
+        body = {"query": query} if variables is None else {"query": query, "variables": variables}
+        return self.client.post("/graphql", json=body, headers={**self.headers, **(headers or {})}, **kwargs)
+
+    def data(self, query, variables=None):
+        """The ``data`` of a query that must succeed (200, no errors)."""
+        response = self.post(query, variables)
+        assert response.status_code == 200, (response.status_code, response.text)
+        assert "errors" not in response.json, response.json
+        return response.json["data"]
+
+    def error(self, query, variables=None, status=200):
+        """The one error of a query that must fail with ``status``: ``(code, message, body)``."""
+        response = self.post(query, variables)
+        assert response.status_code == status, (response.status_code, response.text)
+        errors = response.json["errors"]
+        assert len(errors) == 1, errors
+        return errors[0]["extensions"]["code"], errors[0]["message"], response.json
+
+
+def assert_gql_error(response, status, code, message=None):
+    """The response is a GraphQL error answer with this status whose every error has ``code``; return the body."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json
+    assert body["errors"], body
+    for error in body["errors"]:
+        assert error["extensions"] == {"code": code}, body
+        assert isinstance(error["message"], str) and error["message"]
+        if message is not None:
+            assert message in error["message"], body
+    if status == 401:
+        assert response.headers["WWW-Authenticate"].startswith("Bearer"), response.headers
+    return body
+
+
+@pytest.fixture
+def gql(client, tenant):
+    """GraphQL client with an admin+ingest token of this test's tenant."""
+    return Gql(client, mint_token(tenant, roles=("admin", "ingest")))
+
+
+@pytest.fixture
+def gql_with(client, tenant):
+    """Factory: a GraphQL client of this test's tenant holding exactly ``roles``."""
+    return lambda *roles: Gql(client, mint_token(tenant, roles=roles))
