@@ -80,6 +80,7 @@ def test_socket_io_and_the_pages_are_not_there(rest_only):
         response = requests.get(rest_only.url + path, timeout=5)
         assert response.status_code == 404, (path, response.text)
         assert response.json()["code"] == "ANALYTICS_1201"
+    assert requests.get(rest_only.url + "/api/v1/openapi.json", timeout=5).json()["openapi"].startswith("3.1.")
 
 
 def test_it_runs_synchronous_workers_that_start_nothing(rest_only):
