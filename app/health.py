@@ -3,15 +3,18 @@
 Liveness answers whether this process should be restarted: it checks nothing outside the
 process, so a database outage never makes an orchestrator restart every healthy worker.
 Readiness answers whether the process should get traffic: the database must answer, and
-Redis too when ``REDIS_URL`` is set, and the process must not be shutting down. Each
-check is bounded by ``READINESS_TIMEOUT``.
+Redis too when ``REDIS_URL`` is set, and the process must not be shutting down (the REST-only
+app never is: it has no sockets to drain). Each check is bounded by ``READINESS_TIMEOUT`` in
+the full server (see ``_time_limit`` for the REST-only app).
 """
 
+import contextlib
 import logging
 
 import gevent
 import redis
 from flask import Blueprint, current_app
+from gevent import monkey
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import text
@@ -40,7 +43,8 @@ def readyz():
     redis_url = current_app.config.get("REDIS_URL")
     if redis_url:
         checks["redis"] = _check(redis_outage(), lambda: _ping_redis(redis_url, timeout), timeout)
-    if current_app.extensions["realtime"].draining:
+    realtime = current_app.extensions.get("realtime")  # none in the REST-only app: no draining there
+    if realtime is not None and realtime.draining:
         checks["process"] = "shutting down"
     failed = [name for name, state in checks.items() if state != "ok"]
     if not failed:
@@ -56,13 +60,26 @@ def _check(outage, ping, timeout):
     A failure is told to ``outage`` (a ``database.Outage``), which logs the first of an outage, not every probe.
     """
     try:
-        with gevent.Timeout(timeout):
+        with _time_limit(timeout):
             ping()
     except (Exception, gevent.Timeout) as exc:
         outage.failed("readiness", exc)
         return "unreachable"
     outage.recovered("readiness")
     return "ok"
+
+
+def _time_limit(seconds):
+    """``gevent.Timeout`` in a gevent-patched process (the full server), else nothing.
+
+    Unpatched (the REST-only app under a synchronous server) a blocking call never
+    yields to gevent's hub, so nothing could interrupt it: the drivers' own timeouts
+    bound the probe there (Redis: ``READINESS_TIMEOUT``; the database:
+    ``DATABASE_CONNECT_TIMEOUT``, and ``DATABASE_POOL_TIMEOUT`` for a pooled connection).
+    """
+    if monkey.is_module_patched("socket"):
+        return gevent.Timeout(seconds)
+    return contextlib.nullcontext()
 
 
 def _ping_database():

@@ -1,7 +1,8 @@
-"""The landing page and the browser dashboard of one entity."""
+"""The landing page, the browser dashboard of one entity, and (in development) the REST API explorer."""
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, abort, current_app, render_template
 
+from app.api.openapi import operations
 from app.auth import mint_dev_token
 from app.realtime.rooms import DASHBOARD_NAMESPACE, UPDATES_NAMESPACE
 
@@ -47,3 +48,11 @@ def dashboard(entity_type, entity_id):
         dev_token=dev_token,
         demo_tenant=config["DEMO_TENANT"],
     )
+
+
+@bp.get("/api/explorer")
+def api_explorer():
+    """Development servers only: the REST API's operations, listed from its OpenAPI document (no script)."""
+    if not _dev_mode():
+        abort(404)
+    return render_template("site/api.html", operations=operations())

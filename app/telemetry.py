@@ -246,10 +246,13 @@ def _count_request(response):
     return response
 
 
-def init_telemetry(app, realtime):
-    """Serve ``/metrics``, count HTTP requests, emits and socket errors, and sample socket gauges."""
+def init_telemetry(app, realtime=None):
+    """Serve ``/metrics`` and count HTTP requests; with ``realtime`` (the Socket.IO server's owner, absent in the
+    REST-only app), count emits and socket errors and sample the socket gauges too."""
     app.register_blueprint(bp)
     app.before_request(_start_timer)
     app.after_request(_count_request)
+    if realtime is None:
+        return
     realtime.sio.emit_observer = count_emit
     realtime.add_background(SocketSampler(realtime.sio))

@@ -296,3 +296,23 @@ def server_on(database_url, tmp_dir, **overrides):
     """One server (``server_env`` overrides) on ``database_url``, which is migrated already; stopped on exit."""
     with servers_on(database_url, [tmp_dir], **overrides) as (server,):
         yield server
+
+
+#: gunicorn arguments (after ``-c gunicorn.conf.py``) of the REST-only app under the synchronous worker.
+REST_ONLY_ARGS = ("-k", "sync", "wsgi_api:api")
+
+
+@contextmanager
+def rest_only_server_on(database_url, tmp_dir, workers=2, **overrides):
+    """The REST-only app (``wsgi_api:api``) under gunicorn's sync worker with ``workers`` workers (``server_env``
+    overrides), on ``database_url``, which is migrated already; stopped on exit.
+
+    As docs/deployment.md runs it: ``gunicorn -c gunicorn.conf.py -k sync -w N wsgi_api:api``.
+    """
+    Path(tmp_dir).mkdir(parents=True, exist_ok=True)
+    server = LiveServer(server_env(tmp_dir, DATABASE_URL=database_url, **overrides), Path(tmp_dir) / "server.log")
+    try:
+        server.start(*REST_ONLY_ARGS, "-w", str(workers))
+        yield server
+    finally:
+        server.stop()

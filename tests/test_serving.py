@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 
 import psutil
 import pytest
@@ -91,3 +92,17 @@ def test_make_run_says_which_port_to_use_when_its_port_is_taken():
     with socket.create_server(("127.0.0.1", 0)) as probe:
         free = probe.getsockname()[1]
     assert make("port-free", f"PORT={free}").returncode == 0
+
+
+def test_wsgi_api_builds_the_rest_only_app_without_gevent_patching_or_socket_io(env):
+    """``wsgi_api:api`` is what a synchronous worker imports: nothing patched, no Socket.IO or realtime code loaded."""
+    probe = (
+        "import sys, wsgi_api; from gevent import monkey; "
+        "print(monkey.is_module_patched('socket'), 'realtime' in wsgi_api.api.extensions, "
+        "sorted(m for m in sys.modules if m.startswith(('socketio', 'engineio', 'geventwebsocket', 'app.realtime'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False", "[]"]

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__)
 
-from app.api import dashboards, entities, metrics  # noqa: E402,F401  (routes register on import)
+from app.api import dashboards, entities, metrics, openapi  # noqa: E402,F401  (routes register on import)
