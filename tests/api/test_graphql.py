@@ -5,7 +5,6 @@ their statements on both backends in test_graphql_limits.py).
 """
 
 import pytest
-from sqlalchemy import exc as sa_exc
 
 from testkit import mint_token, unique
 from tests.api.conftest import NEW_TILE, Gql, assert_gql_error
@@ -406,27 +405,3 @@ def test_an_unexpected_error_is_1000_and_tells_nothing(gql, monkeypatch, caplog,
         "secret detail" in r.getMessage() or (r.exc_info and "secret detail" in str(r.exc_info[1]))
         for r in caplog.records
     )
-
-
-def _outage(*_args, **_kwargs):
-    raise sa_exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
-
-
-def test_a_database_outage_is_1300_with_503_when_it_is_every_error(gql, monkeypatch):
-    from app.services import dashboards, entities
-
-    monkeypatch.setattr(entities, "list_entities", _outage)
-    monkeypatch.setattr(dashboards, "list_dashboards", _outage)
-    response = gql.post("{ entities { name } dashboards { id } }")
-    body = assert_gql_error(response, 503, "ANALYTICS_1300", "the database is not answering")
-    assert response.headers["Retry-After"] == "1"
-    assert body["data"] is None and "connection refused" not in response.text
-
-
-def test_a_database_outage_among_other_errors_answers_200(gql, monkeypatch):
-    from app.services import entities
-
-    monkeypatch.setattr(entities, "list_entities", _outage)
-    response = gql.post('{ entity(entityId: "") { name } entities { name } }')
-    codes = sorted(e["extensions"]["code"] for e in response.json["errors"])
-    assert (response.status_code, codes) == (200, ["ANALYTICS_1200", "ANALYTICS_1300"])

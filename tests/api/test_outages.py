@@ -13,7 +13,7 @@ from sqlalchemy import exc as sa_exc
 
 from app.database import is_unavailable
 from testkit import mint_token, server_env, unique
-from tests.api.conftest import Api
+from tests.api.conftest import Api, Gql
 from tests.conftest import app_from_env
 from tests.proxy import TcpProxy
 from tests.test_admin import sign_in
@@ -72,6 +72,18 @@ def test_rest_answers_503_with_retry_after_and_logs_the_outage_once(down, caplog
         assert response.headers["Retry-After"] == "1"
     assert len(outage_lines(caplog, "database unavailable")) == 1
     assert not [r for r in caplog.records if r.exc_info]  # no traceback per request
+
+
+def test_graphql_answers_1300_with_503_when_it_is_every_error_and_200_among_others(down):
+    gql = Gql(down.test_client(), mint_token(unique("tenant"), roles=("admin", "ingest")))
+    response = gql.post("{ entities { name } dashboards { id } }")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert {e["extensions"]["code"] for e in response.json["errors"]} == {"ANALYTICS_1300"}
+    assert "refused" not in response.text  # the driver's message stays in the log
+    mixed = gql.post('{ entity(entityId: "") { name } entities { name } }')
+    codes = sorted(e["extensions"]["code"] for e in mixed.json["errors"])
+    assert (mixed.status_code, codes) == (200, ["ANALYTICS_1200", "ANALYTICS_1300"])
 
 
 def test_readyz_answers_503_with_retry_after_and_recovers_when_the_database_is_back(proxied, caplog):
