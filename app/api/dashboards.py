@@ -30,12 +30,7 @@ def create_dashboard():
     tiles = body.get("tiles", [])
     if not isinstance(tiles, list):
         raise AppError(errors.VALIDATION_FAILED, "tiles must be a list")
-    parsed = []
-    for index, tile in enumerate(tiles):
-        try:
-            parsed.append(dashboards.parse_tile(tile))
-        except AppError as exc:
-            raise AppError(exc.error, f"tiles[{index}]: {exc.message}") from None
+    parsed = dashboards.parse_tiles(tiles)
     return dashboards.create_dashboard(caller.tenant_id, require_id(body, "name", 200), parsed), 201
 
 

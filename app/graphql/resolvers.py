@@ -67,16 +67,6 @@ def _missing_as_none(read, *missing):
         raise
 
 
-def _tiles(payloads):
-    parsed = []
-    for index, tile in enumerate(payloads):
-        try:
-            parsed.append(dashboards.parse_tile(tile))
-        except AppError as exc:
-            raise AppError(exc.error, f"tiles[{index}]: {exc.message}") from None
-    return parsed
-
-
 Limit = Annotated[int | None, strawberry.argument(description="At most this many (default GRAPHQL_MAX_PAGE).")]
 ExpectedVersion = Annotated[
     int | None, strawberry.argument(description="Refuse (ANALYTICS_1202) unless the dashboard is at this version.")
@@ -143,7 +133,9 @@ class Mutation:
                 raise AppError(errors.VALIDATION_FAILED, "give tiles or copyOf, not both")
             created = dashboards.create_dashboard(caller.tenant_id, name, [], copy_of=copy_of)
         else:
-            created = dashboards.create_dashboard(caller.tenant_id, name, _tiles([t.payload() for t in tiles or []]))
+            created = dashboards.create_dashboard(
+                caller.tenant_id, name, dashboards.parse_tiles([t.payload() for t in tiles or []])
+            )
         return Dashboard.from_dict(created, info.context.batch)
 
     @strawberry.mutation(description="Rename a dashboard; its version stays (role admin).")

@@ -61,6 +61,17 @@ def parse_tile(payload, partial=False):
     return fields
 
 
+def parse_tiles(payloads):
+    """Validate a list of tiles (``parse_tile`` each); an error names the tile's index (``tiles[2]: ...``)."""
+    parsed = []
+    for index, tile in enumerate(payloads):
+        try:
+            parsed.append(parse_tile(tile))
+        except AppError as exc:
+            raise AppError(exc.error, f"tiles[{index}]: {exc.message}") from None
+    return parsed
+
+
 def list_dashboards(tenant_id, limit=None, after=None):
     """Return the tenant's dashboards (without tiles), oldest first.
 
