@@ -203,7 +203,11 @@ class Tenant:
 
 
 class LoadGenerator:
-    """N Node processes of bench/loadgen holding ``clients`` subscribed websocket connections."""
+    """N Node processes of bench/loadgen holding ``clients`` subscribed websocket connections.
+
+    ``transports`` (``client="socketio"`` only): socket.io-client's, e.g. ``["polling"]``; websocket alone
+    unless given. ``keep_alive``: each such client reuses its polling connections, as a browser does.
+    """
 
     def __init__(
         self,
@@ -216,6 +220,8 @@ class LoadGenerator:
         per_process=CLIENTS_PER_GENERATOR,
         offset=0,
         since_seq=None,
+        transports=None,
+        keep_alive=False,
     ):
         self.procs = []
         self._lines = []
@@ -233,6 +239,10 @@ class LoadGenerator:
                 "client": client,
                 "sinceSeq": since_seq,
             }
+            if transports:
+                cfg["transports"] = list(transports)
+            if keep_alive:
+                cfg["keepAlive"] = True
             proc = subprocess.Popen(
                 [NODE, str(BENCH / "loadgen" / "loadgen.mjs"), json.dumps(cfg)],
                 stdin=subprocess.PIPE,

@@ -9,10 +9,14 @@
 //
 // client "raw" (default): a minimal Socket.IO v5 client over the ws package, the cheapest
 // per connection and per message; it still JSON-parses every event. client "socketio": the
-// real socket.io-client 4.x, one Manager per connection (forceNew), websocket transport only.
+// real socket.io-client 4.x, one Manager per connection (forceNew), websocket transport only unless
+// "transports" says otherwise (["polling"]: long-polling only; ["polling", "websocket"]: the client's
+// default, polling then the upgrade). Its polling opens a new TCP connection per request (Node's
+// XMLHttpRequest without an agent); "keepAlive": true gives each client a keep-alive agent, as a browser.
 //
 // Control on stdin, one JSON line each: {"cmd": "reset"} zeroes the counters, {"cmd": "report"}
 // prints them, {"cmd": "close"} disconnects and exits. Output on stdout: JSON lines with "event".
+import http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import readline from 'node:readline';
 import { io as ioClient } from 'socket.io-client';
@@ -105,20 +109,33 @@ function connectSocketIo(i) {
   return new Promise((resolve, reject) => {
     const socket = ioClient(cfg.url + NS, {
       auth: { token: cfg.token },
-      transports: ['websocket'],
+      transports: cfg.transports || ['websocket'],
+      agent: cfg.keepAlive ? new http.Agent({ keepAlive: true }) : false,
       reconnection: false,
       forceNew: true,
       timeout: 30_000,
     });
+    let subscribed = false;
+    const fail = (err) => {
+      socket.disconnect(); // a client that failed must not hold a connection nobody counts
+      reject(err);
+    };
     socket.on('metric:update', onUpdate);
     socket.on('dashboard:initial', () => (initials += 1));
     socket.on('error', () => (errors += 1));
-    socket.on('disconnect', () => (disconnects += 1));
+    socket.on('disconnect', (reason) => {
+      if (subscribed) disconnects += 1;
+      else reject(new Error(`disconnected before subscribing: ${reason}`));
+    });
     socket.on('connect_error', (err) => reject(err));
     socket.on('connect', () => {
-      socket.emit('subscribe', subscribeBody(i), (ack) =>
-        ack && ack.ok ? resolve(socket) : reject(new Error(`subscribe refused ${JSON.stringify(ack)}`)),
-      );
+      socket.timeout(30_000).emit('subscribe', subscribeBody(i), (err, ack) => {
+        if (err) fail(err);
+        else if (ack && ack.ok) {
+          subscribed = true;
+          resolve(socket);
+        } else fail(new Error(`subscribe refused ${JSON.stringify(ack)}`));
+      });
     });
   });
 }
