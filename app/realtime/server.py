@@ -182,9 +182,13 @@ class Realtime:
         return sid is not None and not self.sio.holds_session(sid)
 
     @staticmethod
-    def session_of(environ):
-        """The Engine.IO session id of a Socket.IO request (None for a new session, or for any other request)."""
-        return _sid_of(environ) if _is_socketio(environ) else None
+    def session_of(target):
+        """The Engine.IO session id in a request target (``/socket.io/?...&sid=...``); None for any other target."""
+        path, _, query = target.partition("?")
+        if not path.startswith(SOCKETIO_PATH) or "sid=" not in query:
+            return None
+        values = parse_qs(query).get("sid")
+        return values[0] if values else None
 
     def start(self):
         """Start the background work of this process."""

@@ -330,11 +330,12 @@ UPSTREAM = (
     ),
     Upstream(
         "gevent",
-        "gevent.pywsgi:WSGIHandler.handle_one_response",
-        "16fcb501fa891f23",
-        "handler.ConnectionHandler.handle_one_response hands the connection over instead of calling it; "
-        "handle_one_request calls it once the request is parsed and self.environ built, and stops reading the "
-        "connection when close_connection is set.",
+        "gevent.pywsgi:WSGIHandler.read_requestline",
+        "72173107a177f9b3",
+        "reads the request line with rfile.readline and decodes it as latin-1 (CRLF kept): "
+        "handler.ConnectionHandler.read_requestline hands the connection over when the line names another worker's "
+        "session, replaying the line (encoded back) and what rfile holds past it, and returns '' so that "
+        "handle_one_request ends the connection here.",
     ),
     Upstream(
         "gevent",
@@ -342,13 +343,6 @@ UPSTREAM = (
         "9e7238affc125354",
         "reads from and closes self.socket at the end unless it is None: handler.ConnectionHandler._handed_over "
         "sets it to None once another worker holds the connection, and closes only its own descriptor.",
-    ),
-    Upstream(
-        "gevent",
-        "gevent.pywsgi:OldMessage",
-        "7d36d3425c465cee",
-        "the parsed request headers; handler.ConnectionHandler._handed_over rebuilds the request from "
-        "self.requestline and its headers property (one 'Name: value\\r\\n' line per header, as received).",
     ),
     # --- gunicorn: installing the handler (gunicorn.py) -------------------------------------------------------------
     Upstream(

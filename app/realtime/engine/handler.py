@@ -30,8 +30,9 @@ class ConnectionHandler(WebSocketHandler):
     session (``app.logs.redact_query``).
 
     With ``handoff`` (``handoff.Handoff``), a request of a session that
-    another worker of the server opened (``session_of(environ)`` names it) is
-    handed to that worker with its connection, before anything is answered.
+    another worker of the server opened (``session_of(request target)`` names
+    it) is handed to that worker with its connection, once its request line is
+    read.
     """
 
     READ_BUFFER_BYTES = 1024
@@ -96,32 +97,40 @@ class ConnectionHandler(WebSocketHandler):
         """gevent's request line for the access log, with the credentials in its query cut out (polling ``sid``)."""
         return redact_query(super().format_request())
 
-    def handle_one_response(self):
-        """gevent's answer to the request, unless it belongs to another worker's session: then it is handed over."""
-        if self.handoff is None or not self._handed_over():
-            super().handle_one_response()
+    def read_requestline(self):
+        """gevent's request line, unless it names another worker's session: then the connection is handed over.
 
-    def _handed_over(self):
-        """Hand this connection to the worker that opened the request's session; True when it took it.
-
-        The owner gets the request as read here (request line, headers, and
-        what the reader holds beyond them), then reads on from the connection
-        itself. This handler lets go of the connection without closing it:
-        the owner holds it now (gevent's ``handle`` would read from it and
-        close it while ``self.socket`` is set).
+        The request line holds the session id (a polling request's query), so the
+        connection is handed over before its headers are parsed here: the owner
+        parses them. An empty line tells gevent's ``handle_one_request`` that there
+        is nothing more to do on this connection.
         """
-        sid = self.session_of(self.environ)
+        line = super().read_requestline()
+        if self.handoff is not None and line and self._handed_over(line):
+            return ""
+        return line
+
+    def _handed_over(self, line):
+        """Hand this connection to the worker that opened the session ``line`` names; True when it took it.
+
+        The owner gets the request line and whatever the reader already holds
+        beyond it (the headers, usually all of them), then reads on from the
+        connection itself. This handler lets go of the connection without
+        closing it: the owner holds it now (gevent's ``handle`` would read from
+        it and close it while ``self.socket`` is set).
+        """
+        words = line.split(" ")
+        sid = self.session_of(words[1]) if len(words) == 3 else None
         owner = self.handoff.owner_of(sid) if sid else None
         if owner is None:
             return False
-        head = f"{self.requestline}\r\n{''.join(self.headers.headers)}\r\n".encode("latin-1")
         sock, rfile = self.socket, self.rfile
         sock.settimeout(0.0)  # what the reader already holds, without waiting for more
         try:
             read_ahead = rfile.peek(1)
         finally:
-            sock.settimeout(None)
-        if not self.handoff.send(owner, sid, sock, head + read_ahead):
+            sock.settimeout(self.header_timeout)  # as handle_one_request set it, for the headers
+        if not self.handoff.send(owner, sid, sock, line.encode("latin-1") + read_ahead):
             return False
         self.close_connection = True
         self.socket = None
@@ -139,7 +148,8 @@ class ConnectionHandler(WebSocketHandler):
 def connection_handler(refuses_upgrade, header_timeout=None, handoff=None, session_of=None):
     """A ConnectionHandler class answering the websocket requests ``refuses_upgrade(environ)`` names over plain HTTP,
     cutting off clients that take longer than ``header_timeout`` seconds to send a request's headers, and handing
-    requests of other workers' sessions to them (``handoff``, ``session_of(environ)``: the request's sid or None)."""
+    requests of other workers' sessions to them (``handoff``, ``session_of(target)``: the sid in a request target, or
+    None)."""
     attributes = {
         "refuses_upgrade": staticmethod(refuses_upgrade),
         "header_timeout": header_timeout,

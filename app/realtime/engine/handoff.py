@@ -29,6 +29,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 
 from app.logs import short_sid
 
@@ -90,11 +91,18 @@ class Handoff:
         if len(request) > MAX_HANDOFF_BYTES:
             self.counts["failed"] += 1
             return False
-        fds = array.array("i", [sock.fileno()])
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [sock.fileno()]))]
+        deadline = time.monotonic() + SEND_TIMEOUT
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as out:
                 out.settimeout(SEND_TIMEOUT)
-                out.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)], 0, self._path_of(owner))
+                # Connected: then waiting until the socket is writable waits for room in the owner's queue, which
+                # holds net.unix.max_dgram_qlen (10) datagrams; unconnected, a full queue would not be waited for.
+                out.connect(self._path_of(owner))
+                # gevent's sendmsg returns 0 (nothing sent) when the queue is still full after one wait.
+                while not out.sendmsg([request], ancillary):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("its hand-off queue stayed full")
         except OSError as error:  # ENOENT, ECONNREFUSED: the owner is gone; a timeout: it is stuck
             self.counts["failed"] += 1
             log.debug("session %s not handed to worker %s: %s", short_sid(sid), owner, error)
