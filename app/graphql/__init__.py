@@ -13,6 +13,7 @@ def _register_view(state):
     from app.graphql.schema import build_schema
     from app.graphql.view import AnalyticsGraphQLView
 
-    state.add_url_rule("/graphql", view_func=AnalyticsGraphQLView.as_view("graphql", schema=build_schema()))
+    schema = state.app.extensions["graphql_schema"] = build_schema()
+    state.add_url_rule("/graphql", view_func=AnalyticsGraphQLView.as_view("graphql", schema=schema))
     # Authenticated by Bearer tokens, never cookies: no CSRF token (the admin page's forms have one).
     csrf.exempt(bp)

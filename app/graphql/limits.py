@@ -18,6 +18,7 @@ from graphql import GraphQLError, get_named_type, get_nullable_type, is_list_typ
 from graphql.language import FieldNode, FragmentSpreadNode, InlineFragmentNode, IntValueNode, OperationType
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema import validate_document
 
 from app.services import history
 
@@ -157,9 +158,16 @@ def refusals(schema, document, limits):
     return [GraphQLError(message) for message in found]
 
 
+#: Checked documents remembered (their query text, the introspection switch and the limits as the key): a
+#: dashboard sends the same few queries again and again, and graphql-core's validation is about half of what
+#: answering one costs. Bounded, so that distinct query texts cannot grow it (each at most GRAPHQL_MAX_QUERY_LENGTH).
+CHECKED_KEPT = 256
+
+
 class QueryLimits(SchemaExtension):
-    """Schema extension: refuse a document over its request's ``Limits`` before validation, and apply
-    the request's introspection switch (the context's ``limits`` and ``introspection``)."""
+    """Schema extension: refuse a document over its request's ``Limits`` before validation, apply the
+    request's introspection switch (the context's ``limits`` and ``introspection``), and validate it,
+    remembering the outcome for the next request of the same query text."""
 
     def on_validate(self):
         execution = self.execution_context
@@ -168,7 +176,26 @@ class QueryLimits(SchemaExtension):
             execution.validation_rules = (*execution.validation_rules, NoSchemaIntrospectionCustomRule)
         document = execution.graphql_document
         if document is not None and execution.pre_execution_errors is None:
-            refused = refusals(execution.schema._schema, document, context.limits)
-            if refused:
-                execution.pre_execution_errors = refused
+            execution.pre_execution_errors = checked(
+                execution.schema.checked_documents,
+                (execution.query, context.introspection, context.limits),
+                execution.schema._schema,
+                document,
+                execution.validation_rules,
+            )
         yield
+
+
+def checked(kept, key, schema, document, rules):
+    """The errors of ``document`` (empty: it may run): refusals by its limits first, else graphql-core's rules.
+
+    ``kept`` (a dict, the schema's) remembers them by ``key`` (query text, introspection switch, limits),
+    the oldest forgotten past CHECKED_KEPT.
+    """
+    found = kept.get(key)
+    if found is None:
+        found = refusals(schema, document, key[2]) or validate_document(schema, document, rules)
+        if len(kept) >= CHECKED_KEPT:
+            kept.pop(next(iter(kept)))
+        kept[key] = found
+    return list(found)

@@ -15,6 +15,10 @@ class AnalyticsSchema(strawberry.Schema):
     ``errors.formatted`` logs only the unexpected ones.
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.checked_documents = {}  # what limits.QueryLimits found of each query text it checked
+
     def process_errors(self, errors, execution_context=None):
         """Log nothing here (see the class docstring)."""
 

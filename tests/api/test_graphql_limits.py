@@ -284,3 +284,20 @@ def test_a_request_with_a_token_of_another_tenant_sees_nothing_after_an_attack(c
         attacker.post("[" * 50_000)
     assert attacker.data("{ entities { entityId } dashboards { id } }") == {"entities": [], "dashboards": []}
     bystander()
+
+
+@sqlite_only
+def test_a_query_text_checked_once_answers_the_same_again_and_what_is_kept_is_bounded(app, gql, bystander):
+    from app.graphql.limits import CHECKED_KEPT
+
+    schema = app.extensions["graphql_schema"]
+    for _ in range(2):  # the second time from what the first check kept
+        assert gql.error("{ entities { nope } }")[:2] == (
+            "ANALYTICS_1200",
+            "Cannot query field 'nope' on type 'Entity'. Did you mean 'name'?",
+        )
+        assert len(gql.data("{ entities(limit: 1) { entityId } }")["entities"]) <= 1
+    for n in range(CHECKED_KEPT + 20):  # distinct query texts: the oldest are forgotten
+        gql.data(f"{{ entities(limit: 1) {{ entityId }} e{n}: dashboards(limit: 1) {{ id }} }}")
+    assert len(schema.checked_documents) <= CHECKED_KEPT
+    bystander()
