@@ -339,6 +339,14 @@ UPSTREAM = (
     ),
     Upstream(
         "gevent",
+        "gevent._socket3:socket.sendmsg",
+        "7b3d1b1b98bc1887",
+        "waits once for the socket to be writable on EWOULDBLOCK, tries again and returns 0 (nothing sent) if it "
+        "still would block: handoff.Handoff.send connects its datagram socket to the owner (so the wait is for "
+        "room in the owner's queue) and repeats while it returns 0, until SEND_TIMEOUT.",
+    ),
+    Upstream(
+        "gevent",
         "gevent.pywsgi:WSGIHandler.handle",
         "9e7238affc125354",
         "reads from and closes self.socket at the end unless it is None: handler.ConnectionHandler._handed_over "
