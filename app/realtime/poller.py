@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 MAX_TRACKED_GAP = 10_000
 #: On PostgreSQL, seqs missing this far below the starting head are waited for as gaps.
 STARTUP_GAP_WINDOW = 1_000
+#: Seconds a ``dashboard:initial`` snapshot serves other subscribers of its entity while the change log stands still.
+SNAPSHOT_REUSE_SECONDS = 1.0
+#: Snapshots kept for reuse at most (all dropped when full: a storm refills what it needs in a second).
+SNAPSHOTS_KEPT = 10_000
 
 
 def layout_recipients(layout_changes, showing_now, moves):
@@ -104,6 +108,7 @@ class ChangePoller:
         self._wake = sio.eio.create_event()
         self._head = None  # highest seq read; None until the first successful read
         self._gaps = {}  # seq -> monotonic time it was first found missing
+        self._snapshots = {}  # (tenant, entity, type) -> (head, monotonic time, dashboard:initial): _snapshot
         self._startup_window = STARTUP_GAP_WINDOW if config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql") else 0
         self._running = False
 
@@ -234,30 +239,68 @@ class ChangePoller:
         it without blocking).
         """
         with self._lock, self._app.app_context():
-            with consistent_read():
-                # Catch up with everything this database snapshot holds, however many
-                # batches that takes, so the snapshot is never ahead of the stream.
-                while True:
-                    batch = self._read()
-                    self._deliver(batch)
-                    if not batch.full:
-                        break
-                event, payload = "dashboard:resume", None
-                if since_seq is not None:
-                    head = self._head or 0
-                    payload = resume_entity(tenant_id, entity_id, entity_type, since_seq, head, self._max_resume)
-                if payload is None:
-                    event, payload = "dashboard:initial", entity_snapshot(tenant_id, entity_id, entity_type)
-                    names, current = chart_metrics(payload["tiles"]), payload["metrics"]
-                    payload["history"] = chart_history(tenant_id, entity_id, names, self._app.config, current)
-                    if since_seq is not None:
-                        payload["recovered"] = False
+            kept = self._kept_snapshot(tenant_id, entity_id, entity_type) if since_seq is None else None
+            if kept is not None:
+                event, payload = "dashboard:initial", kept
+            else:
+                event, payload = self._read_state(tenant_id, entity_id, entity_type, since_seq)
             if not self._sio.is_connected(sid, namespace):
                 return None
             self._sio.enter_room(sid, room_for(tenant_id, entity_id), namespace=namespace)
             payload["seq"] = self.position
             self._sio.emit(event, payload, to=sid, namespace=namespace, ignore_queue=True)
             return event, payload
+
+    def _read_state(self, tenant_id, entity_id, entity_type, since_seq):
+        """``(event, payload)`` of a subscribe, read after catching up with the database (under the lock)."""
+        with consistent_read():
+            # Catch up with everything this database snapshot holds, however many
+            # batches that takes, so the snapshot is never ahead of the stream.
+            while True:
+                batch = self._read()
+                self._deliver(batch)
+                if not batch.full:
+                    break
+            event, payload = "dashboard:resume", None
+            if since_seq is not None:
+                head = self._head or 0
+                payload = resume_entity(tenant_id, entity_id, entity_type, since_seq, head, self._max_resume)
+            if payload is None:
+                event, payload = "dashboard:initial", self._snapshot(tenant_id, entity_id, entity_type)
+                if since_seq is not None:
+                    payload["recovered"] = False
+        return event, payload
+
+    def _kept_snapshot(self, tenant_id, entity_id, entity_type):
+        """A ``dashboard:initial`` of the entity read within SNAPSHOT_REUSE_SECONDS at the current head, or None.
+
+        A subscriber storm (a deploy, ten thousand dashboards reconnecting) asks
+        for the same few entities again and again. A snapshot read at the head
+        the poller stands at, with no gap open, is the state the stream has
+        reached: every change of a value, a layout or an entity's dashboard goes
+        through the change log, and whatever was committed after that head
+        reaches the room at the next tick. So the next subscribers get it
+        without a read of their own, not even the catch-up. The time bound keeps
+        the chart history's window current.
+        """
+        kept = self._snapshots.get((tenant_id, entity_id, entity_type))
+        if kept is None or self._gaps or kept[0] != self._head or time.monotonic() - kept[1] >= SNAPSHOT_REUSE_SECONDS:
+            return None
+        return dict(kept[2])
+
+    def _snapshot(self, tenant_id, entity_id, entity_type):
+        """The entity's ``dashboard:initial`` with its chart history, read now (kept for ``_kept_snapshot``).
+
+        Raises UNKNOWN_ENTITY like ``entity_snapshot``.
+        """
+        payload = entity_snapshot(tenant_id, entity_id, entity_type)
+        names, current = chart_metrics(payload["tiles"]), payload["metrics"]
+        payload["history"] = chart_history(tenant_id, entity_id, names, self._app.config, current)
+        if not self._gaps:
+            if len(self._snapshots) >= SNAPSHOTS_KEPT:
+                self._snapshots.clear()
+            self._snapshots[(tenant_id, entity_id, entity_type)] = (self._head, time.monotonic(), payload)
+        return dict(payload)
 
     def _replaced_history(self, change):
         """The chart history a ``replaced`` entity change carries (its new dashboard's ``line`` tiles)."""

@@ -1,0 +1,82 @@
+"""Admission: server CPU and wall time to connect and subscribe many websocket clients at once, against the peer.
+
+    .venv/bin/python -m bench.admission --clients 10000 --entities 100 --rounds 2
+    .venv/bin/python -m bench.admission --root /path/to/another/checkout   # that checkout's code as "before"
+
+For each server in turn (the order reversed every round): start it (ours: one worker, its own
+SQLite file; with ``--root``, also ours from that checkout; the Node.js peer), register
+``entities`` entities, then let the load generator (raw Socket.IO client, batches of 200 per
+process) connect ``clients`` websockets, each subscribing to one entity
+(``clients / entities`` per entity), and measure the server's CPU (every process) and the wall
+time until every client has its snapshot. Writes bench/results/admission-<time>.json.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+
+from bench import harness
+
+
+def admit(name, root, clients, entities):
+    """One storm against a fresh server: ``{cpu_s, ms_per_socket, seconds, connected}``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        server = harness.make_server(name, tmp, root=root).start()
+        try:
+            tenant = harness.Tenant(server, f"bench-tenant-{uuid.uuid4().hex[:8]}", entities=entities)
+            time.sleep(1)  # let start-up work settle
+            cpu_before = harness.cpu_seconds(server.procs())
+            started = time.monotonic()
+            load = harness.LoadGenerator(server.url, tenant.client_token, tenant.entities, clients)
+            try:
+                ready = load.wait_ready()
+                wall = time.monotonic() - started
+                cpu = harness.cpu_seconds(server.procs()) - cpu_before
+            finally:
+                load.close()
+        finally:
+            server.stop()
+    return {
+        "connected": ready["connected"],
+        "failed": ready["failed"],
+        "cpu_s": round(cpu, 2),
+        "ms_per_socket": round(1000 * cpu / clients, 3),
+        "seconds": round(wall, 1),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=10_000)
+    parser.add_argument("--entities", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--root", help="another checkout, measured as ours-before beside this one")
+    args = parser.parse_args()
+    harness.install_cleanup()
+    servers = [("ours", None, "ours")]
+    if args.root:
+        servers.append(("ours", args.root, "ours-before"))
+    servers.append(("peer", None, "peer"))
+    result = {"command": " ".join([".venv/bin/python -m bench.admission", *sys.argv[1:]]), "machine": harness.machine()}
+    runs = {label: [] for _, _, label in servers}
+    for round_ in range(args.rounds):
+        for name, root, label in servers if round_ % 2 == 0 else servers[::-1]:
+            run = admit(name, root, args.clients, args.entities)
+            runs[label].append(run)
+            print(f"{label:>11} round {round_}: {json.dumps(run)}", flush=True)
+    result["runs"] = runs
+    result["median_ms_per_socket"] = {
+        label: statistics.median(r["ms_per_socket"] for r in rs) for label, rs in runs.items()
+    }
+    path = harness.BENCH / "results" / f"admission-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result["median_ms_per_socket"]))
+    print(path)
+
+
+if __name__ == "__main__":
+    main()
