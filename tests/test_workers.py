@@ -17,7 +17,17 @@ import psutil
 import pytest
 import requests
 
-from testkit import DEFAULT_TIMEOUT, Api, RecordingClient, metric_value, mint_token, server_on, unique, wait_for_metric
+from testkit import (
+    DEFAULT_TIMEOUT,
+    Api,
+    RecordingClient,
+    metric_value,
+    mint_token,
+    server_on,
+    unique,
+    wait_for_metric,
+)
+from testkit.hostile import Bystander
 from tests.test_scaleout import assert_converged, disconnect_all, wait_for_workers, worker_pids
 
 ENTITY = "event-1"
@@ -141,6 +151,21 @@ def test_a_burst_of_requests_on_new_connections_is_handed_over_without_losing_on
         assert time.monotonic() < deadline, (before, counts)
         time.sleep(0.2)
     assert counts["failed"] == before["failed"]
+
+
+@pytest.mark.backends("sqlite")
+def test_a_flood_of_forged_session_ids_naming_real_workers_is_refused_and_a_bystander_goes_on(workers):
+    """Sids that name live workers make the worker that gets each request hand it over: the owner answers 400."""
+    tags = set()
+    for _ in range(12):  # handshakes land on any worker: collect real tags
+        status, body = _request(workers, "GET", "/socket.io/?EIO=4&transport=polling")
+        assert status == 200, body
+        tags.add(json.loads(body[1:])["sid"].partition(".")[0])
+    forged = [f"/socket.io/?EIO=4&transport=polling&sid={tag}.forged{n}" for n in range(75) for tag in tags]
+    with Bystander(workers.url) as bystander, ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(lambda path: _request(workers, "GET", path), forged))
+        bystander.check()
+    assert all(status == 400 and "Invalid session" in body for status, body in answers), answers[:3]
 
 
 def _request(server, method, path, body=None):
