@@ -42,6 +42,9 @@ class RecordingSockets:
     def enter_room(self, sid, room, namespace):
         pass
 
+    def has_subscribers(self, namespace, room):
+        return True
+
     def emit(self, event_name, data, to, namespace, ignore_queue):
         self.emitted.append((to, event_name, data))
 
@@ -114,3 +117,25 @@ def test_an_unknown_entity_is_refused_every_time(setup, tenant):
     for sid in ("s1", "s2"):
         with pytest.raises(AppError):
             poller.subscribe(sid, "/dashboard", tenant, "nothing", "event")
+
+
+def test_changes_of_other_entities_keep_the_snapshot_and_its_own_changes_drop_it(setup, app, tenant):
+    poller, _, statements = setup
+    with app.app_context():
+        other = dashboards.create_dashboard(tenant, "Other", [])
+        entities.register_entity(tenant, "e2", "event", "", other["id"])
+    poller.tick()
+    first = subscribe(poller, "s1", tenant)
+    with app.app_context():  # the log moves on, for another entity and another dashboard
+        metrics.record_metrics(tenant, [MetricPoint("e2", "m", 5.0, now())], 100)
+        dashboards.add_tile(tenant, other["id"], TILE)
+    poller.tick()
+    statements.clear()
+    assert subscribe(poller, "s2", tenant)["metrics"] == first["metrics"]
+    assert statements == []  # nothing read: e1 did not change
+
+    with app.app_context():  # e1 now shows the other dashboard: an entity change of its own
+        entities.attach_dashboard(tenant, "e1", other["id"])
+    poller.tick()
+    moved = subscribe(poller, "s3", tenant)
+    assert moved["dashboardId"] == other["id"] and [t["metricName"] for t in moved["tiles"]] == ["m"]

@@ -108,7 +108,7 @@ class ChangePoller:
         self._wake = sio.eio.create_event()
         self._head = None  # highest seq read; None until the first successful read
         self._gaps = {}  # seq -> monotonic time it was first found missing
-        self._snapshots = {}  # (tenant, entity, type) -> (head, monotonic time, dashboard:initial): _snapshot
+        self._snapshots = {}  # (tenant, entity) -> (type, monotonic time, dashboard:initial): _kept_snapshot
         self._startup_window = STARTUP_GAP_WINDOW if config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql") else 0
         self._running = False
 
@@ -272,21 +272,33 @@ class ChangePoller:
         return event, payload
 
     def _kept_snapshot(self, tenant_id, entity_id, entity_type):
-        """A ``dashboard:initial`` of the entity read within SNAPSHOT_REUSE_SECONDS at the current head, or None.
+        """A ``dashboard:initial`` of the entity read within SNAPSHOT_REUSE_SECONDS, still current, or None.
 
         A subscriber storm (a deploy, ten thousand dashboards reconnecting) asks
-        for the same few entities again and again. A snapshot read at the head
-        the poller stands at, with no gap open, is the state the stream has
-        reached: every change of a value, a layout or an entity's dashboard goes
-        through the change log, and whatever was committed after that head
-        reaches the room at the next tick. So the next subscribers get it
-        without a read of their own, not even the catch-up. The time bound keeps
-        the chart history's window current.
+        for the same few entities again and again. A snapshot read with no gap
+        open is the state the stream has reached for its entity until the poller
+        reads a change of that entity: a value, a layout change reaching it, or
+        an entity change (every change goes through the change log, and
+        ``_forget_snapshots`` drops the snapshot when one is read); whatever was
+        committed since reaches the room at the next tick. So the next
+        subscribers get it without a read of their own, not even the catch-up,
+        however busy the rest of the log is. The time bound keeps the chart
+        history's window current.
         """
-        kept = self._snapshots.get((tenant_id, entity_id, entity_type))
-        if kept is None or self._gaps or kept[0] != self._head or time.monotonic() - kept[1] >= SNAPSHOT_REUSE_SECONDS:
+        kept = self._snapshots.get((tenant_id, entity_id))
+        if kept is None or self._gaps or kept[0] != entity_type or time.monotonic() - kept[1] >= SNAPSHOT_REUSE_SECONDS:
             return None
         return dict(kept[2])
+
+    def _forget_snapshots(self, changes, layout_recipients):
+        """Drop the kept snapshots that ``changes`` (just read) make stale: of their entities, and of the
+        entities a layout change reaches (``layout_recipients`` by seq)."""
+        for change in changes:
+            if change.kind == CHANGE_DASHBOARD:
+                for tenant_id, entity_id in layout_recipients.get(change.seq, ()):
+                    self._snapshots.pop((tenant_id, entity_id), None)
+            else:
+                self._snapshots.pop((change.tenant_id, change.entity_id), None)
 
     def _snapshot(self, tenant_id, entity_id, entity_type):
         """The entity's ``dashboard:initial`` with its chart history, read now (kept for ``_kept_snapshot``).
@@ -299,7 +311,7 @@ class ChangePoller:
         if not self._gaps:
             if len(self._snapshots) >= SNAPSHOTS_KEPT:
                 self._snapshots.clear()
-            self._snapshots[(tenant_id, entity_id, entity_type)] = (self._head, time.monotonic(), payload)
+            self._snapshots[(tenant_id, entity_id)] = (entity_type, time.monotonic(), payload)
         return dict(payload)
 
     def _replaced_history(self, change):
@@ -368,6 +380,8 @@ class ChangePoller:
                 self._gaps = dict.fromkeys(batch.missing, now)
             return
         accepted = self._accept(batch, time.monotonic())
+        if self._snapshots:
+            self._forget_snapshots(accepted, batch.layout_recipients)
         newest = {}
         outgoing = []
         for change in accepted:
