@@ -17,15 +17,6 @@ T = '{title: "T", metricName: "m", kind: "number"}'
 CHANGE = "{ action version order tile { id position title metricName kind unit thresholds } }"
 
 
-@pytest.fixture
-def entity(admin_api):
-    """An event entity of this test's tenant with a two-tile dashboard: ``(entity_id, dashboard)``."""
-    dashboard = admin_api.create_dashboard()
-    entity_id = unique("event")
-    admin_api.put_entity(entity_id, "event", dashboard["id"])
-    return entity_id, dashboard
-
-
 def test_reads_answer_what_rest_answers(gql, admin_api, entity):
     entity_id, dashboard = entity
     admin_api.ingest((entity_id, "ticketsSold", 5), (entity_id, "revenue", 9.5))
