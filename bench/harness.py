@@ -61,6 +61,11 @@ def install_cleanup():
     return hard
 
 
+def database_procs():
+    """This machine's PostgreSQL processes (the server and its backends), for the database's share of a run."""
+    return [p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+
+
 def cpu_seconds(procs):
     """User + system CPU seconds of the live processes in ``procs``."""
     total = 0.0
@@ -353,11 +358,17 @@ class RestWriter:
         self._local = threading.local()
 
     def write(self, entity_id, metric_name, value):
+        self._post({"entityId": entity_id, "metricName": metric_name, "value": value})
+
+    def write_batch(self, points):
+        """One request recording ``points``, (entity id, metric name, value) tuples."""
+        self._post({"metrics": [{"entityId": e, "metricName": m, "value": v} for e, m, v in points]})
+
+    def _post(self, body):
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
             session.headers["Authorization"] = f"Bearer {self.token}"
-        body = {"entityId": entity_id, "metricName": metric_name, "value": value}
         session.post(self.url, json=body, timeout=30).raise_for_status()
 
     def close(self):

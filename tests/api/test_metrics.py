@@ -5,6 +5,7 @@ backends; input refused before any SQL runs on SQLite only.
 """
 
 import json
+from datetime import UTC, datetime
 from unittest.mock import ANY
 
 import pytest
@@ -80,6 +81,22 @@ def test_ingest_keeps_the_given_timestamp_in_utc(admin_api, entity):
         },
     )
     assert metrics_of(admin_api, entity_id)["occupancy"]["timestamp"] == "2026-03-01T10:30:00.000Z"
+
+
+def test_a_batch_keeps_each_given_timestamp_in_utc_and_stamps_the_others_with_the_write(admin_api, entity):
+    entity_id, _ = entity
+    body = [
+        {"entityId": entity_id, "metricName": "a", "value": 1, "timestamp": "2026-03-01T12:30:00+02:00"},
+        {"entityId": entity_id, "metricName": "b", "value": 2, "timestamp": "2026-03-01T23:59:59.125-05:00"},
+        {"entityId": entity_id, "metricName": "c", "value": 3},
+    ]
+    before = datetime.now(UTC).replace(microsecond=0)
+    admin_api.call("POST", "/metrics", 201, json=body)
+    metrics = metrics_of(admin_api, entity_id)
+    assert metrics["a"]["timestamp"] == "2026-03-01T10:30:00.000Z"
+    assert metrics["b"]["timestamp"] == "2026-03-02T04:59:59.125Z"
+    assert datetime.fromisoformat(metrics["c"]["timestamp"]) >= before
+    assert [metrics[name]["value"] for name in "abc"] == [1.0, 2.0, 3.0]
 
 
 def test_entity_without_metrics_has_empty_metrics(admin_api, entity):
