@@ -80,13 +80,14 @@ def main():
     parser.add_argument("--batch", type=int, default=1, help="metrics per request (batch ingestion)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--database-url", help="DATABASE_URL for ours (default: a fresh SQLite file)")
+    parser.add_argument("--root", help="serve another checkout's code (git worktree add /tmp/before <commit>)")
     parser.add_argument("--profile", action="store_true", help="py-spy the worker during the first run")
     args = parser.parse_args()
     harness.install_cleanup()
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with tempfile.TemporaryDirectory() as tmp:
-        server = harness.make_server("ours", tmp, database_url=args.database_url).start()
+        server = harness.make_server("ours", tmp, database_url=args.database_url, root=args.root).start()
         try:
             tenant = harness.Tenant(server, f"bench-tenant-{uuid.uuid4().hex[:8]}", entities=4)
             post_writes(server.url, tenant.admin_token, tenant.entities, 200, args.threads)  # warm up
@@ -130,6 +131,7 @@ def main():
         "writes": args.writes,
         "threads": args.threads,
         "batch": args.batch,
+        "root": args.root,
         "runs": runs,
         "median": median,
         "machine": harness.machine(),

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from blinker import Namespace
-from sqlalchemy import or_, select, text, tuple_
+from sqlalchemy import bindparam, or_, select, text, tuple_
 
 from app.extensions import db
 from app.models import CHANGE_DASHBOARD, CHANGE_ENTITY, ChangeLog, Entity, MetricValue
@@ -91,13 +91,25 @@ def moves_after(after_seq):
     return [as_move(*row) for row in db.session.execute(query)]
 
 
+# The poller's query, run at every tick: built once, so that SQLAlchemy finds its compiled form in the engine's
+# cache without building the statement and its cache key again, and run on the session's connection as Core
+# (the ORM's execution adds nothing to rows of plain columns). Half the CPU of an idle tick went to those.
+_log = ChangeLog.__table__
+_AFTER = select(*(_log.c[column.key] for column in columns())).order_by(_log.c.seq).limit(bindparam("limit"))
+_CHANGES_AFTER = _AFTER.where(_log.c.seq > bindparam("after_seq"))
+_CHANGES_AFTER_OR_MISSING = _AFTER.where(
+    or_(_log.c.seq > bindparam("after_seq"), _log.c.seq.in_(bindparam("missing_seqs", expanding=True)))
+)
+
+
 def fetch_changes(after_seq, missing_seqs, limit):
     """Return committed changes with ``seq > after_seq`` or ``seq in missing_seqs``, oldest first."""
-    condition = ChangeLog.seq > after_seq
+    params = {"after_seq": after_seq, "limit": limit}
+    query = _CHANGES_AFTER
     if missing_seqs:
-        condition = or_(condition, ChangeLog.seq.in_(sorted(missing_seqs)))
-    rows = db.session.execute(select(*columns()).where(condition).order_by(ChangeLog.seq).limit(limit))
-    return [Change(*row) for row in rows]
+        params["missing_seqs"] = sorted(missing_seqs)
+        query = _CHANGES_AFTER_OR_MISSING
+    return [Change(*row) for row in db.session.connection().execute(query, params)]
 
 
 def latest_seq():

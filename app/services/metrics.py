@@ -4,7 +4,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import DateTime, Float, String, bindparam, func, select, text
+from sqlalchemy import DateTime, Float, String, and_, bindparam, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app import errors
@@ -76,17 +76,32 @@ _ENTITY_TYPES = (
     )
     .with_for_update(read=True, key_share=True)
 )
+# The same, with the batch's metric names each entity has already (a row each, or one row with none): one
+# statement tells whether the entities are the tenant's and whether the batch adds names.
+_ENTITIES_AND_NAMES = (
+    select(_entities.c.entity_id, _entities.c.entity_type, _values.c.metric_name)
+    .select_from(
+        _entities.outerjoin(
+            _values,
+            and_(
+                _values.c.tenant_id == _entities.c.tenant_id,
+                _values.c.entity_id == _entities.c.entity_id,
+                _values.c.metric_name.in_(bindparam("metric_names", expanding=True)),
+            ),
+        )
+    )
+    .where(
+        _entities.c.tenant_id == bindparam("tenant_id"),
+        _entities.c.entity_id.in_(bindparam("entity_ids", expanding=True)),
+    )
+    .with_for_update(read=True, key_share=True, of=_entities)
+)
 # Registration on first write: a concurrent batch registering the same entity makes this a no-op.
 _REGISTER_ENTITIES = {
     "postgresql": postgresql.insert(_entities).on_conflict_do_nothing(index_elements=["tenant_id", "entity_id"]),
     "sqlite": sqlite.insert(_entities).on_conflict_do_nothing(index_elements=["tenant_id", "entity_id"]),
 }
-# The metric names already recorded among a batch's, and the count of an entity's names (its primary-key prefix).
-_KNOWN_NAMES = select(_values.c.entity_id, _values.c.metric_name).where(
-    _values.c.tenant_id == bindparam("tenant_id"),
-    _values.c.entity_id.in_(bindparam("entity_ids", expanding=True)),
-    _values.c.metric_name.in_(bindparam("metric_names", expanding=True)),
-)
+# The count of an entity's metric names (its primary-key prefix).
 _NAME_COUNTS = (
     select(_values.c.entity_id, func.count())
     .where(
@@ -148,14 +163,19 @@ def record_metrics(tenant_id, points, max_metrics_per_entity, registration=Regis
     """
     with write_connection() as connection:
         wanted = sorted({p.entity_id for p in points})
-        types = dict(connection.execute(_ENTITY_TYPES, {"tenant_id": tenant_id, "entity_ids": wanted}).all())
+        params = {"tenant_id": tenant_id, "entity_ids": wanted, "metric_names": sorted({p.metric_name for p in points})}
+        types, known_names = {}, set()
+        for entity_id, entity_type, metric_name in connection.execute(_ENTITIES_AND_NAMES, params):
+            types[entity_id] = entity_type
+            if metric_name is not None:
+                known_names.add((entity_id, metric_name))
         if registration.enabled and len(types) < len(wanted):
             types.update(_register_entities(connection, tenant_id, points, types, registration))
         for point in points:
             known_type = types.get(point.entity_id)
             if known_type is None or (point.entity_type is not None and point.entity_type != known_type):
                 raise AppError(errors.UNKNOWN_ENTITY, f"unknown entity {point.entity_id!r}")
-        _check_metric_names(connection, tenant_id, points, max_metrics_per_entity)
+        _check_metric_names(connection, tenant_id, points, known_names, max_metrics_per_entity)
         # In key order, so that concurrent batches lock metric_values rows in one order and never
         # deadlock on PostgreSQL; stable, so a metric given twice keeps its last value.
         ordered = sorted(points, key=lambda p: (p.entity_id, p.metric_name))
@@ -219,25 +239,18 @@ def _register_entities(connection, tenant_id, points, known, registration):
     return dict(connection.execute(_ENTITY_TYPES, params).all())
 
 
-def _check_metric_names(connection, tenant_id, points, limit):
+def _check_metric_names(connection, tenant_id, points, known_names, limit):
     """Refuse the batch if it would give an entity more than ``limit`` distinct metric names.
 
-    The usual batch writes names the entity has already: one primary-key lookup
-    shows it, and only a batch with new names counts the entity's names. Two
+    The usual batch writes names the entity has already (``known_names``, pairs of
+    entity id and name); only a batch with new names counts the entity's names. Two
     concurrent batches with new names may together pass the limit by what they add.
     """
-    given = {(p.entity_id, p.metric_name) for p in points}
-    params = {
-        "tenant_id": tenant_id,
-        "entity_ids": sorted({entity_id for entity_id, _ in given}),
-        "metric_names": sorted({name for _, name in given}),
-    }
-    new = given - set(connection.execute(_KNOWN_NAMES, params).all())
+    new = {(p.entity_id, p.metric_name) for p in points} - known_names
     if not new:
         return
     adding = Counter(entity_id for entity_id, _ in new)
-    params["entity_ids"] = sorted(adding)
-    counts = dict(connection.execute(_NAME_COUNTS, params).all())
+    counts = dict(connection.execute(_NAME_COUNTS, {"tenant_id": tenant_id, "entity_ids": sorted(adding)}).all())
     for entity_id in sorted(adding):
         if counts.get(entity_id, 0) + adding[entity_id] > limit:
             raise AppError(
