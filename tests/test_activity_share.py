@@ -61,8 +61,8 @@ def other_pids():
 
 
 def published_as(share, run_dir, pid):
-    """Run one round of ``share`` and move its file to where worker ``pid`` keeps its own."""
-    share.step()
+    """Share ``share``'s full snapshot once and move its file to where worker ``pid`` keeps its own."""
+    share.publish()
     own = run_dir / f"activity-{os.getpid()}.json"
     target = run_dir / f"activity-{pid}.json"
     os.replace(own, target)
@@ -127,6 +127,31 @@ def test_a_file_not_refreshed_or_of_a_process_that_is_gone_is_not_counted_and_re
 
     assert (figures["subscribers"], figures["workers"]) == (1, 1)
     assert not stale.exists() and not dead.exists()
+
+
+def test_a_worker_alone_on_its_node_shares_an_empty_snapshot_until_another_worker_is_there(run_dir, other_pids):
+    here, share = worker(viewers("t1", "a", 2), run_dir)
+    here.record("t1", ["a"], "metric:update", "sold = 1", 2, seq=5)
+    own = run_dir / f"activity-{os.getpid()}.json"
+
+    share.step()  # nobody else here, and no Redis: nobody reads it
+
+    alone = Snapshot.parse(own.read_bytes(), "here")
+    assert (alone.groups, alone.recent, alone.events, alone.truncated) == ((), {}, {}, False)
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    _, their_share = worker(viewers("t1", "a", 3, prefix="x"), run_dir)
+    dead = published_as(their_share, run_dir, int(gone.stdout))
+    share.step()  # the file of a worker that is gone does not count
+    assert Snapshot.parse(own.read_bytes(), "here").groups == ()
+
+    dead.unlink()
+    published_as(their_share, run_dir, other_pids[0])
+    share.step()  # another worker is here: it reads this one's figures
+
+    full = Snapshot.parse(own.read_bytes(), "here")
+    assert full.groups == (("t1", frozenset({"a"}), 2),)
+    assert [e["seq"] for e in full.events.values() if e["event"] == "metric:update"] == [5]
 
 
 HOSTILE = {

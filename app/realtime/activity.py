@@ -195,6 +195,18 @@ class SocketActivity:
         return +groups  # without the groups that came to 0
 
 
+def empty_snapshot():
+    """A snapshot with no figures (what a worker that nobody reads shares: that it is there)."""
+    return {
+        "v": SNAPSHOT_VERSION,
+        "at": time.time(),
+        "subscriptions": [],
+        "recent": [],
+        "events": [],
+        "truncated": False,
+    }
+
+
 def _shown(entry):
     """An event as the admin page shows it."""
     return {k: entry[k] for k in SHOWN_FIELDS}
