@@ -1,11 +1,40 @@
-"""Request helpers shared by the REST views: the caller and the JSON body."""
+"""Request helpers shared by the REST views: the caller, the JSON body, ids in the path."""
 
 from flask import current_app, request
+from werkzeug.exceptions import BadRequest
+from werkzeug.routing import BaseConverter
 
 from app import errors
 from app.auth import bearer_token, verify_token
 from app.errors import AppError
 from app.validation import is_integer
+
+
+class IdConverter(BaseConverter):
+    """A row id in the path, ``<id('dashboardId'):dashboard_id>``: digits make an ``int``, anything else is a 400
+    naming the id (werkzeug's ``int`` converter would answer 404, as if no such route existed).
+
+    Up to MAX_DIGITS digits are matched: the service answers 404 when no row has that id (as for any
+    integer too large to be a row id); a longer string of digits is refused as out of range.
+    """
+
+    MAX_DIGITS = 100
+
+    regex = r"[^/]+"
+
+    def __init__(self, url_map, name="id"):
+        super().__init__(url_map)
+        self.name = name
+
+    def to_python(self, value):
+        if not (value.isascii() and value.isdigit()):
+            raise BadRequest(f"{self.name} must be a non-negative integer")
+        if len(value) > self.MAX_DIGITS:
+            raise BadRequest(f"{self.name} is out of range")
+        return int(value)
+
+    def to_url(self, value):
+        return str(int(value))
 
 
 def principal(*roles):

@@ -34,7 +34,7 @@ def create_dashboard():
     return dashboards.create_dashboard(caller.tenant_id, require_id(body, "name", 200), parsed), 201
 
 
-@bp.get("/dashboards/<int:dashboard_id>")
+@bp.get("/dashboards/<id('dashboardId'):dashboard_id>")
 def get_dashboard(dashboard_id):
     """One dashboard with its ordered tiles."""
     caller = principal()
@@ -42,7 +42,7 @@ def get_dashboard(dashboard_id):
     return dashboard, 200, {"ETag": f'"{dashboard["version"]}"'}
 
 
-@bp.patch("/dashboards/<int:dashboard_id>")
+@bp.patch("/dashboards/<id('dashboardId'):dashboard_id>")
 def rename_dashboard(dashboard_id):
     """Rename ``{name, expectedVersion?}`` (role admin); the version, which counts layout changes, stays."""
     caller = principal("admin")
@@ -56,7 +56,7 @@ def rename_dashboard(dashboard_id):
     return dashboard, 200, {"ETag": f'"{dashboard["version"]}"'}
 
 
-@bp.delete("/dashboards/<int:dashboard_id>")
+@bp.delete("/dashboards/<id('dashboardId'):dashboard_id>")
 def delete_dashboard(dashboard_id):
     """Detach it from its entities and delete it (role admin; ``If-Match`` optional).
 
@@ -66,7 +66,7 @@ def delete_dashboard(dashboard_id):
     return dashboards.delete_dashboard(caller.tenant_id, dashboard_id, expected_version({}))
 
 
-@bp.post("/dashboards/<int:dashboard_id>/tiles")
+@bp.post("/dashboards/<id('dashboardId'):dashboard_id>/tiles")
 def add_tile(dashboard_id):
     """Append a tile (role admin); subscribers get ``dashboard:update`` action ``added``."""
     caller = principal("admin")
@@ -75,7 +75,7 @@ def add_tile(dashboard_id):
     return change, 201
 
 
-@bp.patch("/dashboards/<int:dashboard_id>/tiles/<int:tile_id>")
+@bp.patch("/dashboards/<id('dashboardId'):dashboard_id>/tiles/<id('tileId'):tile_id>")
 def update_tile(dashboard_id, tile_id):
     """Change some fields of a tile (role admin); action ``updated``."""
     caller = principal("admin")
@@ -84,14 +84,14 @@ def update_tile(dashboard_id, tile_id):
     return dashboards.update_tile(caller.tenant_id, dashboard_id, tile_id, fields, expected_version(body))
 
 
-@bp.delete("/dashboards/<int:dashboard_id>/tiles/<int:tile_id>")
+@bp.delete("/dashboards/<id('dashboardId'):dashboard_id>/tiles/<id('tileId'):tile_id>")
 def remove_tile(dashboard_id, tile_id):
     """Remove a tile (role admin); action ``removed``."""
     caller = principal("admin")
     return dashboards.remove_tile(caller.tenant_id, dashboard_id, tile_id, expected_version({}))
 
 
-@bp.put("/dashboards/<int:dashboard_id>/tiles/order")
+@bp.put("/dashboards/<id('dashboardId'):dashboard_id>/tiles/order")
 def reorder_tiles(dashboard_id):
     """Reorder ``{tileIds: [...]}`` (role admin); action ``reordered`` with the new ``order``."""
     caller = principal("admin")
