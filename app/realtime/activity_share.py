@@ -116,9 +116,9 @@ class ActivityShare(BackgroundLoop):
         Alone on its node (no other worker's file in SERVER_RUN_DIR) and without
         Redis, nobody reads it: it shares an empty one, which only says that it is
         here, and spares the CPU of the full one (about a third of the worker's CPU
-        at 5 writes a second with 5,000 sockets on 5,000 entities). A worker that starts beside it
-        finds that file and shares in full at once; seeing the newcomer's, this
-        one shares in full from its next round.
+        at 5 writes a second with 5,000 sockets on 5,000 entities). A worker that
+        starts beside it finds that file and shares in full at once; seeing the
+        newcomer's, this one shares in full from its next round.
         """
         self.publish(full=bool(self._redis_url) or self._has_siblings())
 
@@ -203,7 +203,7 @@ class ActivityShare(BackgroundLoop):
         return candidates
 
     def _has_siblings(self):
-        """True when another live worker of this node has a snapshot file (which it reads ours beside)."""
+        """True when another live worker of this node has a snapshot file: that worker reads this one's."""
         if not self._run_dir:
             return False
         candidates = self._sibling_files()
