@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from app.realtime.activity import MAX_SNAPSHOT_BYTES, Snapshot
-from app.realtime.activity_share import STALE_INTERVALS
+from app.realtime.activity_share import STALE_INTERVALS, WANTED_FILE, WANTED_INTERVALS
 from app.realtime.rooms import DASHBOARD_NAMESPACE, room_for
 from testkit import REDIS_URL, free_port, mint_token, require_redis, server_env, unique
 from tests.conftest import app_from_env
@@ -129,29 +129,55 @@ def test_a_file_not_refreshed_or_of_a_process_that_is_gone_is_not_counted_and_re
     assert not stale.exists() and not dead.exists()
 
 
-def test_a_worker_alone_on_its_node_shares_an_empty_snapshot_until_another_worker_is_there(run_dir, other_pids):
+def test_a_worker_shares_its_figures_in_full_only_while_they_are_wanted_and_another_worker_reads_them(
+    run_dir, other_pids
+):
     here, share = worker(viewers("t1", "a", 2), run_dir)
     here.record("t1", ["a"], "metric:update", "sold = 1", 2, seq=5)
     own = run_dir / f"activity-{os.getpid()}.json"
 
-    share.step()  # nobody else here, and no Redis: nobody reads it
+    def shared():
+        share.step()
+        return Snapshot.parse(own.read_bytes(), "here")
 
-    alone = Snapshot.parse(own.read_bytes(), "here")
-    assert (alone.groups, alone.recent, alone.events, alone.truncated) == ((), {}, {}, False)
+    share.want()  # an admin page asks, but nobody else is here to read this worker's figures
+    alone = shared()
+    assert (alone.groups, alone.recent, alone.events, alone.truncated, alone.idle) == ((), {}, {}, False, True)
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
     _, their_share = worker(viewers("t1", "a", 3, prefix="x"), run_dir)
     dead = published_as(their_share, run_dir, int(gone.stdout))
-    share.step()  # the file of a worker that is gone does not count
-    assert Snapshot.parse(own.read_bytes(), "here").groups == ()
-
+    assert shared().idle  # the file of a worker that is gone does not count
     dead.unlink()
     published_as(their_share, run_dir, other_pids[0])
-    share.step()  # another worker is here: it reads this one's figures
 
-    full = Snapshot.parse(own.read_bytes(), "here")
+    full = shared()  # another worker is here, and the figures are wanted
+
+    assert not full.idle
     assert full.groups == (("t1", frozenset({"a"}), 2),)
     assert [e["seq"] for e in full.events.values() if e["event"] == "metric:update"] == [5]
+
+    marker = run_dir / WANTED_FILE
+    long_ago = marker.stat().st_mtime - WANTED_INTERVALS * INTERVAL - 1
+    os.utime(marker, (long_ago, long_ago))
+    assert shared().idle  # no admin page asked for a while
+    here.figures("t1", ["a"])  # the admin page asks again
+    assert not shared().idle
+
+
+def test_the_figures_say_how_many_workers_are_not_counted_yet(run_dir, other_pids):
+    here, _ = worker(viewers("t1", "a", 2), run_dir)
+    _, their_share = worker(viewers("t1", "a", 3, prefix="x"), run_dir)
+    file = run_dir / f"activity-{other_pids[0]}.json"
+    their_share.publish(full=False)
+    os.replace(run_dir / f"activity-{os.getpid()}.json", file)
+
+    figures = here.figures("t1", ["a"])
+
+    assert (figures["subscribers"], figures["workers"], figures["idle"]) == (2, 2, 1)
+    published_as(their_share, run_dir, other_pids[0])
+    figures = here.figures("t1", ["a"])
+    assert (figures["subscribers"], figures["workers"], figures["idle"]) == (5, 2, 0)
 
 
 HOSTILE = {
@@ -237,12 +263,14 @@ def test_workers_on_the_same_redis_count_each_other_and_a_stopped_one_withdraws(
     _, their_share = worker(viewers("t1", "a", 3, prefix="x"), None, REDIS_URL, channel)
     # A node's own files are not read when Redis answers: Redis covers this node too.
     published_as(worker(viewers("t1", "a", 7), run_dir)[1], run_dir, other_pids[0])
+    client = redis.Redis.from_url(REDIS_URL)
+    share.want()  # an admin page asked: through Redis, every worker shares in full, on every node
+    assert 0 < client.pttl(f"{channel}:activity-wanted") <= WANTED_INTERVALS * INTERVAL * 1000
     their_share.step()
     share.step()
 
     figures = here.figures("t1", ["a"])
     assert (figures["subscribers"], figures["workers"], figures["scope"]) == (5, 2, "cluster")
-    client = redis.Redis.from_url(REDIS_URL)
     ttl = client.pttl(f"{channel}:activity:{their_share.worker}")
     assert 0 < ttl <= STALE_INTERVALS * INTERVAL * 1000
 
@@ -304,3 +332,28 @@ def test_the_admin_page_answers_with_a_malformed_snapshot_in_the_run_dir(app, tm
     assert (activity.json["subscribers"], activity.json["workers"], activity.json["unreadable"]) == (0, 1, 1)
     assert activity.json["coverage"] == "1 worker of this server, as of now. 1 unreadable snapshot left out."
     assert "1 unreadable snapshot left out." in page.text
+
+
+@pytest.mark.backends("sqlite")
+def test_the_admin_page_asks_the_workers_for_their_figures_and_says_who_is_not_counted_yet(
+    app, tmp_path, run_dir, other_pids, tenant
+):
+    env = server_env(tmp_path, DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"], SERVER_RUN_DIR=str(run_dir))
+    served = app_from_env(env)
+    _, their_share = worker(viewers("t1", "a", 3), run_dir)
+    their_share.publish(full=False)  # a worker that nobody asked for its figures yet
+    os.replace(run_dir / f"activity-{os.getpid()}.json", run_dir / f"activity-{other_pids[0]}.json")
+    client = served.test_client()
+    assert sign_in(client, mint_token(tenant, roles=("admin",))).status_code == 200
+    rest = {"Authorization": f"Bearer {mint_token(tenant, roles=('admin',))}"}
+    dashboard = client.post("/api/v1/dashboards", json={"name": "Live", "tiles": []}, headers=rest).json
+    assert not (run_dir / WANTED_FILE).exists()
+
+    activity = client.get(f"/admin/dashboards/{dashboard['id']}/activity")
+
+    assert (activity.json["workers"], activity.json["idle"]) == (2, 1)
+    assert activity.json["coverage"] == (
+        "2 workers of this server, as of now."
+        " 1 of them not counted yet (sharing from now on: refresh in a few seconds)."
+    )
+    assert (run_dir / WANTED_FILE).exists()  # every worker of the node shares in full from its next round

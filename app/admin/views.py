@@ -303,6 +303,8 @@ def _coverage(figures):
         text += f" {figures['unreadable']} unreadable snapshot{'' if figures['unreadable'] == 1 else 's'} left out."
     if figures["truncated"]:
         text += " A busy worker shared only its largest rooms and latest events."
+    if figures["idle"]:
+        text += f" {figures['idle']} of them not counted yet (sharing from now on: refresh in a few seconds)."
     return text
 
 

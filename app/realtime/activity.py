@@ -115,6 +115,7 @@ class SocketActivity:
                 "events": self.recent(tenant_id, entity_ids, limit),
                 **coverage("process", time.time(), 1),
             }
+        self.share.want()
         snapshots, scope, unreadable = self.share.others()
         problem = "Redis did not answer" if self.share.redis_down else None
         return merge_figures(
@@ -195,8 +196,8 @@ class SocketActivity:
         return +groups  # without the groups that came to 0
 
 
-def empty_snapshot():
-    """A snapshot with no figures (what a worker that nobody reads shares: that it is there)."""
+def idle_snapshot():
+    """A snapshot without figures: the worker is there, but did not compute them (nobody asked, or nobody reads)."""
     return {
         "v": SNAPSHOT_VERSION,
         "at": time.time(),
@@ -204,6 +205,7 @@ def empty_snapshot():
         "recent": [],
         "events": [],
         "truncated": False,
+        "idle": True,
     }
 
 
@@ -212,10 +214,11 @@ def _shown(entry):
     return {k: entry[k] for k in SHOWN_FIELDS}
 
 
-def coverage(scope, as_of, workers, unreadable=0, truncated=False, problem=None):
+def coverage(scope, as_of, workers, unreadable=0, truncated=False, problem=None, idle=0):
     """What the figures cover: the keys the admin page's sentence is made of.
 
     ``problem``: why they cover less than they should (Redis did not answer), or None.
+    ``idle``: workers whose snapshot has no figures yet (they compute them from their next round).
     """
     return {
         "scope": scope,
@@ -224,6 +227,7 @@ def coverage(scope, as_of, workers, unreadable=0, truncated=False, problem=None)
         "unreadable": unreadable,
         "truncated": truncated,
         "problem": problem,
+        "idle": idle,
     }
 
 
@@ -259,6 +263,7 @@ def merge_figures(tenant_id, entity_ids, subscribers, events, snapshots, limit, 
             unreadable=unreadable,
             truncated=any(snapshot.truncated for snapshot in snapshots),
             problem=problem,
+            idle=sum(snapshot.idle for snapshot in snapshots),
         ),
     }
 
@@ -280,6 +285,7 @@ class Snapshot:
     recent: dict  # (tenant, entity) -> (event id, ...)
     events: dict  # event id -> event as shown
     truncated: bool
+    idle: bool = False  # no figures computed (``idle_snapshot``)
 
     def subscribers(self, tenant_id, entity_ids):
         """Sockets of that worker following any of the tenant's ``entity_ids``."""
@@ -331,9 +337,10 @@ class Snapshot:
             total += len(ids)
             _check(total <= MAX_SHARED_REFS, "too many event references")
             refs[tenant, entity] = tuple(ids)
-        truncated = data.get("truncated", False)
+        truncated, idle = data.get("truncated", False), data.get("idle", False)
         _check(isinstance(truncated, bool), "bad truncated")
-        return cls(worker, float(at), tuple(groups), refs, shown, truncated)
+        _check(isinstance(idle, bool), "bad idle")
+        return cls(worker, float(at), tuple(groups), refs, shown, truncated, idle)
 
 
 def _check(condition, problem):

@@ -39,13 +39,17 @@ from app.realtime.activity import (
     MAX_SNAPSHOT_BYTES,
     MalformedSnapshot,
     Snapshot,
-    empty_snapshot,
+    idle_snapshot,
 )
 
 log = logging.getLogger(__name__)
 
 #: A snapshot not refreshed for this many intervals is taken as its worker's end.
 STALE_INTERVALS = 3
+#: Workers share their figures in full for this many intervals after an admin page last asked for them.
+WANTED_INTERVALS = 30
+#: The file in SERVER_RUN_DIR whose time says when an admin page last asked (not a snapshot: FILE_NAME skips it).
+WANTED_FILE = "activity-wanted"
 #: At most this many other workers' snapshots are read for one admin request (the freshest).
 MAX_WORKERS_READ = 64
 #: At most this many names in SERVER_RUN_DIR are looked at for snapshots.
@@ -111,20 +115,21 @@ class ActivityShare(BackgroundLoop):
             self._withdraw()
 
     def step(self):
-        """Share this worker's snapshot: in full when another worker may read it.
+        """Share this worker's snapshot: in full while an admin page wants figures and another worker reads them.
 
-        Alone on its node (no other worker's file in SERVER_RUN_DIR) and without
-        Redis, nobody reads it: it shares an empty one, which only says that it is
-        here, and spares the CPU of the full one (about a third of the worker's CPU
-        at 5 writes a second with 5,000 sockets on 5,000 entities). A worker that
-        starts beside it finds that file and shares in full at once; seeing the
-        newcomer's, this one shares in full from its next round.
+        Otherwise it shares an idle one, which only says that it is here, and
+        spares the CPU of the full one (in proportion to its rooms: about a third of
+        the worker's CPU at 5 writes a second with 5,000 sockets on 5,000 entities,
+        in stalls of tens of ms). An admin page asking for figures (``want``) marks
+        them wanted for WANTED_INTERVALS intervals; every worker shares in full
+        from its next round. Alone on its node (no other worker's file in
+        SERVER_RUN_DIR) and without Redis, nobody reads it: idle too.
         """
-        self.publish(full=bool(self._redis_url) or self._has_siblings())
+        self.publish(full=(bool(self._redis_url) or self._has_siblings()) and self._wanted())
 
     def publish(self, full=True):
-        """Write this worker's snapshot (``full``) or an empty one where it is shared."""
-        blob = self.encode() if full else self.encode_empty()
+        """Write this worker's snapshot (``full``) or an idle one where it is shared."""
+        blob = self.encode() if full else self.encode_idle()
         if self._run_dir:
             self._attempt("file", self._write_file, blob)
         if self._redis_url:
@@ -146,9 +151,56 @@ class ActivityShare(BackgroundLoop):
             )
             groups, refs = groups // 2, refs // 2
 
-    def encode_empty(self):
-        """A snapshot of this worker with no figures, as JSON bytes."""
-        return json.dumps({**empty_snapshot(), "worker": self.worker}, separators=(",", ":")).encode()
+    def encode_idle(self):
+        """A snapshot of this worker without figures, as JSON bytes."""
+        return json.dumps({**idle_snapshot(), "worker": self.worker}, separators=(",", ":")).encode()
+
+    def want(self):
+        """Mark the figures wanted (an admin page asks for them): every worker shares in full for a while.
+
+        A file in SERVER_RUN_DIR (its time) and, with Redis, a key that expires.
+        """
+        if self._run_dir:
+            try:
+                fd = os.open(self._wanted_file, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+                try:
+                    os.utime(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                self._warn_once("want", "activity: cannot mark the figures wanted in %s: %s", self._run_dir, exc)
+        if self._redis_url:
+            with contextlib.suppress(redis.RedisError):  # others() tells that Redis does not answer
+                self._client().set(self._wanted_key, b"1", px=max(1, round(self._wanted_for * 1000)))
+
+    def _wanted(self):
+        """True when an admin page asked for figures within WANTED_INTERVALS intervals (or that cannot be told)."""
+        if self._run_dir:
+            try:
+                if time.time() - os.stat(self._wanted_file, follow_symlinks=False).st_mtime <= self._wanted_for:
+                    return True
+            except FileNotFoundError:
+                pass
+            except OSError:
+                return True
+        if self._redis_url:
+            try:
+                return bool(self._client().exists(self._wanted_key))
+            except redis.RedisError:
+                return True
+        return False
+
+    @property
+    def _wanted_for(self):
+        return WANTED_INTERVALS * self.interval
+
+    @property
+    def _wanted_file(self):
+        return os.path.join(self._run_dir, WANTED_FILE)
+
+    @property
+    def _wanted_key(self):
+        return f"{self._prefix}-wanted"
 
     def others(self):
         """``(snapshots, scope, unreadable)``: the other workers' checked snapshots, freshest first, and their reach.
