@@ -169,7 +169,7 @@ class ActivityShare(BackgroundLoop):
                     os.close(fd)
             except OSError as exc:
                 self._warn_once("want", "activity: cannot mark the figures wanted in %s: %s", self._run_dir, exc)
-        if self._redis_url:
+        if self._redis_url and not self.redis_down:  # down: do not wait for it twice per request (others() tries)
             with contextlib.suppress(redis.RedisError):  # others() tells that Redis does not answer
                 self._client().set(self._wanted_key, b"1", px=max(1, round(self._wanted_for * 1000)))
 
