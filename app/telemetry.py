@@ -28,6 +28,12 @@ SOCKETS = Gauge(
     ["namespace"],
     multiprocess_mode="livesum",
 )
+PARKED_WEBSOCKETS = Gauge(
+    "analytics_socket_parked_websockets",
+    "Open websockets held without a greenlet, waiting for their client's next message (all of them but those "
+    "being read from, over TLS, or with writes waiting on their first park).",
+    multiprocess_mode="livesum",
+)
 SUBSCRIPTIONS = Gauge(
     "analytics_socketio_subscriptions",
     "Entity subscriptions (socket and entity pairs), per namespace.",
@@ -186,6 +192,7 @@ class SocketSampler(BackgroundLoop):
         for namespace, (connected, subscriptions) in self._sio.room_counts().items():
             SOCKETS.labels(namespace).set(connected)
             SUBSCRIPTIONS.labels(namespace).set(subscriptions)
+        PARKED_WEBSOCKETS.set(self._sio.parked_count())
 
     def _count_writes(self):
         counts = {"direct": self._sio.direct_writes, "queued": self._sio.queued_writes}

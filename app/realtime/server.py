@@ -67,6 +67,7 @@ class Realtime:
             engineio_logger=False,
         )
         self.draining = False
+        self.max_sessions = None  # Socket.IO sessions this process may hold (gunicorn.install: worker_connections)
         self._max_connections_per_ip = config["MAX_CONNECTIONS_PER_IP"]
         self._trusted_proxies = frozenset(config["TRUSTED_PROXIES"])
         self._warned_forwarders = set()
@@ -109,6 +110,13 @@ class Realtime:
                 return flask_wsgi_app(environ, start_response)
             if self.draining:
                 return _refuse(start_response, "503 Service Unavailable", errors.UNAVAILABLE, "server is shutting down")
+            if self._full(environ):
+                return _refuse(
+                    start_response,
+                    "503 Service Unavailable",
+                    errors.UNAVAILABLE,
+                    "this worker holds as many connections as it may (WORKER_CONNECTIONS)",
+                )
             if self._over_connection_cap(environ):
                 return _refuse(
                     start_response,
@@ -142,6 +150,17 @@ class Realtime:
             return False  # a request of a session that exists: counted when it opened
         return self.sio.connections_from(address) >= self._max_connections_per_ip
 
+    def _full(self, environ):
+        """A request opening a new session while this process holds ``max_sessions`` sessions already.
+
+        gunicorn's pool of ``worker_connections`` greenlets no longer bounds the
+        websockets a worker holds, since an idle one keeps no greenlet
+        (``engine.websocket``): sessions are bounded here instead.
+        """
+        return (
+            self.max_sessions is not None and _sid_of(environ) is None and self.sio.session_count() >= self.max_sessions
+        )
+
     def _from_elsewhere(self, environ):
         """A request for an existing session from another client address than the one that opened it.
 
@@ -169,14 +188,14 @@ class Realtime:
     def refuses_upgrade(self, environ):
         """Whether a websocket request gets a plain HTTP answer instead of an upgrade.
 
-        Socket.IO requests while draining (503, above), new sessions over
-        MAX_CONNECTIONS_PER_IP (429), and those for a session this process does
+        Socket.IO requests while draining (503, above), new sessions while the
+        process is full (503) or over MAX_CONNECTIONS_PER_IP (429), and those for a session this process does
         not hold or that another address opened (400 "Invalid session"); see
         ``engine.handler.ConnectionHandler``.
         """
         if not _is_socketio(environ):
             return False
-        if self.draining or self._over_connection_cap(environ) or self._from_elsewhere(environ):
+        if self.draining or self._full(environ) or self._over_connection_cap(environ) or self._from_elsewhere(environ):
             return True
         sid = _sid_of(environ)
         return sid is not None and not self.sio.holds_session(sid)

@@ -43,8 +43,10 @@ UPSTREAM = (
         "engineio.socket:Socket._websocket_handler",
         "58afe122719282de",
         "websocket.WebSocketTransport._serve and replace_queue repeat its upgrade handshake (probe, NOOP, UPGRADE) "
-        "and its read loop; its writer greenlet is replaced by PacketWriter, which writes what Socket.send puts on "
-        "Socket.queue at once. Reads socket.connected/upgrading/upgraded/queue and server.max_http_buffer_size.",
+        "and _read_until_idle its read loop and its end (queue.put(None), close(abort=True, TRANSPORT_CLOSE)), which "
+        "may run in the request's greenlet or, once parked, in one spawned when the connection is readable; its "
+        "writer greenlet is replaced by PacketWriter, which writes what Socket.send puts on Socket.queue at once. "
+        "Reads socket.connected/upgrading/upgraded/queue and server.max_http_buffer_size.",
     ),
     Upstream(
         "python-engineio",
@@ -58,7 +60,17 @@ UPSTREAM = (
         "engineio.server:Server.handle_request",
         "79302edd007fcce6",
         "on an EngineIOError of a POST (an unknown packet, a body over max_http_buffer_size) calls "
-        "self.disconnect(sid) before answering 400: eio.EngineServer.disconnect must not wait.",
+        "self.disconnect(sid) before answering 400: eio.EngineServer.disconnect must not wait. Once a websocket "
+        "request returns it drops the socket from self.sockets if closed: a parked websocket's request returned "
+        "long before it ends, so websocket.WebSocketTransport._end does that itself.",
+    ),
+    Upstream(
+        "python-engineio",
+        "engineio.server:Server._handle_connect",
+        "049f7c2b2c239080",
+        "for a new websocket-only session, calls socket.handle_get_request and drops the socket from self.sockets "
+        "if it is closed when that returns; a parked websocket returns open (websocket.WebSocketTransport._end "
+        "drops it when it ends).",
     ),
     Upstream(
         "python-engineio",
@@ -197,20 +209,23 @@ UPSTREAM = (
         "gevent-websocket",
         "geventwebsocket.websocket:WebSocket.__init__",
         "db15065066548b15",
-        "sets ws.raw_write = stream.write (the handler socket's sendall); WebSocketTransport.serve replaces "
-        "raw_write with OutputBuffer.write, so gevent-websocket's own frames (pong, close) take the buffer too.",
+        "keeps the handler (ws.handler: its socket and rfile, and ConnectionHandler.let_go) and the stream "
+        "(ws.stream.read: the handler's rfile) WebSocketTransport.serve reads from; serve sets ws.closed at once, so "
+        "that gevent-websocket writes nothing of its own: every frame goes through websocket.Wire.",
     ),
     Upstream(
         "gevent-websocket",
         "geventwebsocket.websocket:WebSocket.send_frame",
         "b2937fb4e8f711f0",
-        "writes every frame through raw_write (see WebSocket.__init__).",
+        "websocket.Wire.send_frame stands in for it (the same header, through the OutputBuffer); this one refuses "
+        "to write once ws.closed is set, which WebSocketTransport.serve sets.",
     ),
     Upstream(
         "gevent-websocket",
         "geventwebsocket.websocket:WebSocket.close",
         "528338fe180af5f4",
-        "sends the close frame through raw_write, then drops it; WebSocketTransport.close calls it once.",
+        "writes nothing once ws.closed is set (send_frame refuses), also when WebSocket.__del__ calls it for a "
+        "parked websocket's dropped WebSocket object: WebSocketTransport.serve sets ws.closed first.",
     ),
     Upstream(
         "gevent-websocket",
@@ -250,7 +265,9 @@ UPSTREAM = (
         "gevent-websocket",
         "geventwebsocket.handler:WebSocketHandler.run_websocket",
         "a3c4964039a9518b",
-        "handler.ConnectionHandler.run_websocket clears the handler's headers and response_headers before it.",
+        "handler.ConnectionHandler.run_websocket clears the handler's headers and response_headers before it; it "
+        "closes the WebSocket only unless ws.closed (set by WebSocketTransport.serve) and then returns to gevent's "
+        "handle_one_request, which ends the request (close_connection), whether or not the transport parked.",
     ),
     Upstream(
         "gevent-websocket",
@@ -320,6 +337,20 @@ UPSTREAM = (
         "70709a39837845ac",
         "what output.OutputBuffer's flusher sends a TLS connection's bytes with.",
     ),
+    Upstream(
+        "gevent",
+        "gevent.baseserver:_handle_and_close_when_done",
+        "154d4884705bb589",
+        "closes the socket object the server gave the handler once handle returns (StreamServer.do_close): "
+        "handler.ConnectionHandler.let_go detaches the descriptor from that object first (socket.detach, public), so "
+        "the parked websocket's connection stays open under a socket object of its own.",
+    ),
+    Upstream(
+        "gevent",
+        "gevent.server:StreamServer.do_close",
+        "728ac328c4119488",
+        "calls sock.close() on that socket object, which does nothing to a descriptor detached from it.",
+    ),
     # --- handing connections between workers (handoff.py) -------------------------------------------------------
     Upstream(
         "python-engineio",
@@ -350,7 +381,8 @@ UPSTREAM = (
         "gevent.pywsgi:WSGIHandler.handle",
         "9e7238affc125354",
         "reads from and closes self.socket at the end unless it is None: handler.ConnectionHandler._handed_over "
-        "sets it to None once another worker holds the connection, and closes only its own descriptor.",
+        "sets it to None once another worker holds the connection, and closes only its own descriptor; "
+        "ConnectionHandler.let_go sets it to None when a parked websocket's transport takes the connection.",
     ),
     # --- gunicorn: installing the handler (gunicorn.py) -------------------------------------------------------------
     Upstream(
@@ -379,6 +411,7 @@ UPSTREAM = (
         "50119854ef8be38c",
         "builds its server from worker.wsgi_handler and worker.wsgi, which gunicorn.install sets, with a Pool of "
         "worker_connections as server.pool (handler.serve_handed_over spawns connections handed over in it, through "
-        "the server the handler was given); the drain watches worker.alive.",
+        "the server the handler was given); the drain watches worker.alive. A parked websocket leaves that pool, so "
+        "gunicorn.install bounds Socket.IO sessions by worker.worker_connections instead (Realtime.max_sessions).",
     ),
 )

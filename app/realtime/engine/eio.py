@@ -23,10 +23,22 @@ class Connections:
     that order, until ``ConnectWatch`` has looked at it. ``unconnected_packets``:
     packets received on each connection with no namespace connected yet.
     ``address_of`` and ``per_address``: each connection's client address, and
-    how many connections each address holds.
+    how many connections each address holds. ``parking``: whether an idle
+    websocket may be held without a greenlet (``websocket.WebSocketTransport``;
+    set by ``gunicorn.install``), and ``parked``: the sids of those held so now.
     """
 
-    __slots__ = ("address_of", "opened", "outputs", "per_address", "refused", "unconnected_packets", "waiting")
+    __slots__ = (
+        "address_of",
+        "opened",
+        "outputs",
+        "parked",
+        "parking",
+        "per_address",
+        "refused",
+        "unconnected_packets",
+        "waiting",
+    )
 
     def __init__(self):
         self.outputs = {}
@@ -36,6 +48,8 @@ class Connections:
         self.unconnected_packets = Counter()
         self.address_of = {}
         self.per_address = Counter()
+        self.parking = False
+        self.parked = set()
 
     def note_opened(self, sid, address):
         """Engine.IO connection ``sid`` from ``address`` was just opened (``ConnectWatch`` times it)."""

@@ -63,25 +63,29 @@ def unmask(payload, mask):
 
 
 class MessageReader:
-    """Reads text messages from one gevent-websocket ``WebSocket``, at most ``max_bytes`` each.
+    """Reads text messages from one websocket's ``wire``, at most ``max_bytes`` each.
+
+    ``wire`` is what it needs of the websocket (``websocket.Wire``, or
+    gevent-websocket's ``WebSocket``): ``stream.read(n)`` for the client's bytes,
+    ``send_frame(payload, opcode)`` for pongs and the close frame, and ``closed``.
 
     ``receive()`` stands in for ``WebSocket.receive()``: the next text message
     as a ``str``, or None once the websocket is closed, by the client or
     because a frame was refused (the close frame carries the reason).
     """
 
-    __slots__ = ("_max_bytes", "_refused", "_unyielded", "_ws")
+    __slots__ = ("_max_bytes", "_refused", "_unyielded", "_wire")
 
-    def __init__(self, ws, max_bytes, refused):
-        self._ws = ws
+    def __init__(self, wire, max_bytes, refused):
+        self._wire = wire
         self._max_bytes = max_bytes
         self._refused = refused  # a Counter of refusals by reason
         self._unyielded = 0
 
     def receive(self):
         """The next text message, or None once the websocket is closed."""
-        ws = self._ws
-        if ws.closed:
+        wire = self._wire
+        if wire.closed:
             return None
         try:
             return self._read_message()
@@ -101,19 +105,19 @@ class MessageReader:
         gevent-websocket's ``WebSocket.close`` (0.10.1) sends its close frame
         without the status code; the code is what tells a client why.
         """
-        ws = self._ws
-        if ws.closed:
+        wire = self._wire
+        if wire.closed:
             return
         with contextlib.suppress(OSError):  # the connection is gone (WebSocketError is an OSError): nobody to tell
-            ws.send_frame(struct.pack("!H", code) + reason.encode("utf-8")[:120], WebSocket.OPCODE_CLOSE)
-        ws.closed = True
+            wire.send_frame(struct.pack("!H", code) + reason.encode("utf-8")[:120], WebSocket.OPCODE_CLOSE)
+        wire.closed = True
 
     def _read_message(self):
         opcode = None
         parts = []
         size = 0
         while True:
-            header = Header.decode_header(self._ws.stream)
+            header = Header.decode_header(self._wire.stream)
             if header.flags:
                 raise MessageRefused(CLOSE_PROTOCOL_ERROR, "reserved bits set")
             if not header.mask:
@@ -125,7 +129,7 @@ class MessageReader:
                     self._answer_close(payload)
                     return None
                 if frame_opcode == WebSocket.OPCODE_PING:
-                    self._ws.send_frame(payload, WebSocket.OPCODE_PONG)
+                    self._wire.send_frame(payload, WebSocket.OPCODE_PONG)
                 elif frame_opcode != WebSocket.OPCODE_PONG:
                     raise MessageRefused(CLOSE_PROTOCOL_ERROR, "unknown control opcode")
                 continue
@@ -153,14 +157,14 @@ class MessageReader:
 
     def _read_payload(self, header):
         length = header.length
-        payload = self._ws.stream.read(length) if length else b""
+        payload = self._wire.stream.read(length) if length else b""
         if len(payload) != length:
             raise WebSocketError("the connection ended inside a frame")
         self._unyielded += length + 6
         if self._unyielded >= YIELD_EVERY_BYTES:
             self._unyielded = 0
             gevent.sleep(0)
-            if self._ws.closed:  # closed meanwhile (the server shutting down, a backlog cut-off)
+            if self._wire.closed:  # closed meanwhile (the server shutting down, a backlog cut-off)
                 raise WebSocketError("closed")
         return unmask(payload, header.mask)
 

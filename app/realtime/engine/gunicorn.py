@@ -30,6 +30,11 @@ def install(worker, realtime):
     for the server's workers), the sessions this worker opens name it, and a
     request of a session another worker opened is handed to that worker
     (``handoff.Handoff``); not under TLS, whose state cannot leave the process.
+
+    An idle websocket is held without a greenlet (``websocket.WebSocketTransport``
+    parks it; not under TLS either), so gunicorn's pool of ``worker_connections``
+    greenlets no longer bounds how many a worker holds: new Socket.IO sessions
+    are refused (503) once it holds ``worker_connections`` of them.
     """
     handoff = None
     if realtime.run_dir and not worker.cfg.is_ssl:
@@ -45,6 +50,9 @@ def install(worker, realtime):
         realtime.refuses_upgrade, realtime.header_timeout, handoff, realtime.session_of
     )
     worker.wsgi = worker.wsgi.wsgi_app
+    # An idle websocket keeps no greenlet (websocket.py), so the pool no longer bounds them: sessions are bounded.
+    realtime.sio.eio.connections.parking = not worker.cfg.is_ssl
+    realtime.max_sessions = worker.worker_connections
     _quit_once(worker)
     if handoff is not None:
         handoff.start(serve_handed_over(worker.wsgi_handler), gevent.spawn)

@@ -1,5 +1,6 @@
 """gevent-websocket's per-connection handler, lighter per connection, with no upgrade the app would refuse."""
 
+import gevent.socket
 from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 
@@ -57,6 +58,19 @@ class ConnectionHandler(WebSocketHandler):
         self.headers = None
         self.response_headers = None
         return super().run_websocket()
+
+    def let_go(self):
+        """Hand this websocket's connection to its transport: return a socket object of its own for it.
+
+        The request then ends without closing the connection: gevent's
+        ``handle`` neither reads from nor closes ``self.socket`` once it is None,
+        and the server's ``do_close`` closes the socket object it was given,
+        which no longer holds the descriptor (``detach``).
+        """
+        sock, self.socket = self.socket, None
+        self.close_connection = True
+        family, kind, proto = sock.family, sock.type, sock.proto
+        return gevent.socket.socket(family, kind, proto, fileno=sock.detach())
 
     def handle_one_request(self):
         """gevent's request handling, with ``header_timeout`` on reading the request line and headers.

@@ -60,6 +60,25 @@ class OutputBuffer:
         """True on a TLS connection (every write goes through the flusher)."""
         return self._send_now is None
 
+    @property
+    def idle(self):
+        """True when every write so far was handed to the kernel: no flusher, nothing corked."""
+        return self._flusher is None and not self._corked
+
+    def move_to(self, sock):
+        """Write to ``sock`` from now on (the same TCP connection, held by another socket object); only when idle."""
+        if not self.idle or self._send_now is None:
+            raise RuntimeError("only an idle output buffer on plain TCP moves to another socket object")
+        self._sock = sock
+        self._send_now = sock._sock.send
+
+    def flushed(self, timeout):
+        """Wait up to ``timeout`` seconds for the flusher to hand what is pending to the kernel; True when it did."""
+        flusher = self._flusher
+        if flusher is not None:
+            flusher.join(timeout)
+        return self._flusher is None
+
     def write(self, data):
         """Write ``data`` after everything written before; raise ``OSError`` once the connection has failed."""
         if self._error is not None:

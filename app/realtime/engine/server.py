@@ -270,6 +270,14 @@ class SocketServer(socketio.Server):
         """``{result: count}`` of the requests handed between this worker and its siblings (``handoff.Handoff``)."""
         return dict(self.handoff.counts) if self.handoff is not None else {}
 
+    def session_count(self):
+        """Engine.IO sessions this process holds."""
+        return len(self.eio.sockets)
+
+    def parked_count(self):
+        """Open websockets held without a greenlet, waiting for their client's next message (``websocket``)."""
+        return len(self.eio.connections.parked)
+
     def holds_session(self, eio_sid):
         """True when this process holds the Engine.IO session ``eio_sid``."""
         return eio_sid in self.eio.sockets

@@ -1,4 +1,4 @@
-"""engine.io's websocket transport for gevent-websocket: no writer greenlet per socket, one output buffer.
+"""engine.io's websocket transport for gevent-websocket: no writer greenlet per socket, no reader one while idle.
 
 python-engineio hands every packet to a socket's own queue, and the socket's
 writer greenlet wakes up, takes it off and writes it; every idle connection
@@ -7,20 +7,32 @@ queue is replaced by a ``PacketWriter`` that writes what is put on it at once,
 and there is no writer greenlet. A polling socket, and one upgrading from
 polling, keeps engine.io's queue.
 
-Order per socket holds because every byte for a websocket, from either path
-and from gevent-websocket itself (pong and close frames), goes through one
-``OutputBuffer``: a write never yields, and what the connection will not take
-now waits in the buffer, behind which later writes queue up. The packets
-queued before the upgrade completes are written before the queue is replaced,
-without yielding, so none is overtaken.
+Nor does an idle websocket keep a greenlet to read its client's next message:
+a parked greenlet holds its saved stack and a page of Python frames, about
+12 KiB, more than everything else an idle connection keeps. Once the client
+has sent nothing more than what was handled, the transport *parks*: it takes
+the connection over from gevent's request handler (``ConnectionHandler.let_go``),
+whose greenlet then ends, and waits for the connection to become readable with
+an event-loop watcher alone; a greenlet is spawned to read and handle what
+arrives, and the transport parks again once nothing more is buffered. Not on
+a TLS connection (the TLS session may hold decrypted bytes the socket does not
+show), nor where the handler cannot let go (another server than gunicorn's).
+
+Order per socket holds because every byte for a websocket, from either path,
+goes through one ``OutputBuffer``: a write never yields, and what the
+connection will not take now waits in the buffer, behind which later writes
+queue up. The packets queued before the upgrade completes are written before
+the queue is replaced, without yielding, so none is overtaken.
 """
 
+import contextlib
 import logging
 import queue
+import socket
 
 import engineio.exceptions
+import gevent
 from engineio import packet
-from geventwebsocket.exceptions import WebSocketError
 from geventwebsocket.websocket import Header, WebSocket
 
 from app.logs import short_sid
@@ -28,6 +40,12 @@ from app.realtime.engine.frames import CLOSE_NORMAL, MessageReader
 from app.realtime.engine.output import OutputBuffer
 
 log = logging.getLogger(__name__)
+
+#: The read buffer of a woken websocket (what ``ConnectionHandler`` reads requests with).
+READ_BUFFER_BYTES = 1024
+
+#: Seconds a closing parked websocket waits for what it still has to send to leave, before its connection closes.
+CLOSE_FLUSH_SECONDS = 5.0
 
 
 def text_frame(eio_pkt):
@@ -38,8 +56,30 @@ def text_frame(eio_pkt):
     return Header.encode_header(True, WebSocket.OPCODE_TEXT, b"", len(payload), 0) + payload
 
 
+class Wire:
+    """A websocket after its handshake, as ``MessageReader`` and the transport use it.
+
+    Frames in from ``stream`` (anything with ``read(n)``), frames out through
+    ``output`` (an ``OutputBuffer``), and ``closed`` once the close frame went
+    out or the connection ended.
+    """
+
+    __slots__ = ("closed", "output", "stream")
+
+    def __init__(self, stream, output):
+        self.stream = stream
+        self.output = output
+        self.closed = False
+
+    def send_frame(self, payload, opcode):
+        """Write one final frame (``payload`` bytes or text); raises ``OSError`` once the connection failed."""
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+        self.output.write(Header.encode_header(True, opcode, b"", len(payload), 0) + payload)
+
+
 class WebSocketTransport:
-    """Serves one engine.io socket over a gevent-websocket websocket, writing through an ``OutputBuffer``.
+    """Serves one engine.io socket over a websocket upgraded by gevent-websocket, writing through an ``OutputBuffer``.
 
     Same interface as ``engineio.async_drivers.gevent.WebSocketWSGI``, but it
     serves the engine.io socket itself instead of calling the socket's
@@ -47,18 +87,25 @@ class WebSocketTransport:
     output buffer is in the server's ``connections`` while packets may be
     written straight to it: from the end of the upgrade until ``close``. Every
     way the websocket or engine.io's socket closes ends in ``close`` without a
-    yield in between: a close frame or read error ends the read loop, which
+    yield in between: a close frame or read error ends the reading, which
     closes engine.io's socket, which puts None on its queue; a failed write
     calls it. (While engine.io's socket runs its disconnect handler it is
     already "closing", and a packet sent meanwhile is written either way.)
+
+    Parked (see the module), it holds the connection itself (``_sock``) and an
+    event-loop watcher on it (``_watcher``), and no greenlet.
     """
 
-    __slots__ = ("_eio_socket", "_reader", "_ws", "output")
+    __slots__ = ("_eio_socket", "_let_go", "_reader", "_rfile", "_sock", "_watcher", "_wire", "output")
 
     def __init__(self, handler, server):
         self._eio_socket = handler.__self__  # the engine.io Socket whose _websocket_handler this stands in for
-        self._ws = None
+        self._wire = None
         self._reader = None
+        self._rfile = None  # what is read from: the request handler's reader, then one per wake-up
+        self._sock = None  # the connection (the request handler's socket object until it lets go), when it may park
+        self._watcher = None  # while parked: the event-loop watcher waiting for the connection to be readable
+        self._let_go = None  # ConnectionHandler.let_go of the request handler, while it holds the connection
         self.output = None
 
     def serve(self, environ, start_response):
@@ -66,42 +113,66 @@ class WebSocketTransport:
         if "wsgi.websocket" not in environ:
             raise RuntimeError("websocket requests need gevent-websocket's worker (GeventWebSocketWorker)")
         ws = environ["wsgi.websocket"]
+        handler = ws.handler
         eio_socket = self._eio_socket
         connections = eio_socket.server.connections
         sid = eio_socket.sid
-        output = OutputBuffer(ws.handler.socket, connections.waiting, sid)
-        ws.raw_write = output.write  # frames, pongs and the close frame all take the buffer
-        self._ws = ws
-        self._reader = MessageReader(ws, eio_socket.server.max_http_buffer_size, connections.refused)
+        output = OutputBuffer(handler.socket, connections.waiting, sid)
+        self._wire = Wire(ws.stream, output)
+        self._reader = MessageReader(self._wire, eio_socket.server.max_http_buffer_size, connections.refused)
         self.output = output
+        self._let_go = getattr(handler, "let_go", None) if connections.parking and not output.encrypted else None
+        if self._let_go is not None:
+            self._sock, self._rfile = handler.socket, handler.rfile
+        ws.closed = True  # gevent-websocket's WebSocket writes nothing of its own (nor a close frame when collected)
+        parked = False
         try:
-            return self._serve()
+            parked = self._serve()
         finally:
-            connections.detach(sid)
+            if not parked:  # ended here: the request handler closes the connection
+                self._let_go = self._sock = self._rfile = None
+                connections.detach(sid)
+        return []
 
     def _serve(self):
-        """What ``Socket._websocket_handler`` does (python-engineio 4.15.1), with a ``PacketWriter`` for its writer."""
+        """What ``Socket._websocket_handler`` does (python-engineio 4.15.1), with a ``PacketWriter`` for its writer.
+
+        Returns True once parked, False once the websocket ended.
+        """
         eio_socket = self._eio_socket
         if eio_socket.connected:  # an upgrade from polling: the probe, then UPGRADE
             eio_socket.upgrading = True  # engine.io holds packets in the queue meanwhile
             probe = self._receive()
             if probe is None or probe.packet_type != packet.PING or probe.data != "probe":
                 eio_socket.upgrading = False
-                return []
-            self._ws.send(packet.Packet(packet.PONG, data="probe").encode())
+                return False
+            self._wire.send_frame(packet.Packet(packet.PONG, data="probe").encode(), WebSocket.OPCODE_TEXT)
             eio_socket.queue.put(packet.Packet(packet.NOOP))  # ends the client's waiting poll
             upgrade = self._receive()
             if upgrade is None or upgrade.packet_type != packet.UPGRADE:
                 eio_socket.upgraded = False
                 eio_socket.upgrading = False
-                return []
+                return False
             eio_socket.upgraded = True
             eio_socket.upgrading = False
         else:
             eio_socket.connected = True
             eio_socket.upgraded = True
         self.replace_queue()
+        return self._read_until_idle(park_first=True)
+
+    def _read_until_idle(self, park_first):
+        """Handle the client's packets until nothing more is buffered (then park: True) or the end (False).
+
+        ``park_first``: park before reading if nothing is buffered yet. Woken up,
+        the transport reads first: the connection is readable, with data or
+        with its end, which a look at what is buffered cannot tell apart.
+        """
+        eio_socket = self._eio_socket
         while True:
+            if park_first and self._park_if_idle():
+                return True
+            park_first = True
             try:
                 pkt = self._receive()
             except Exception:  # engine.io ends the connection on any read error too
@@ -119,7 +190,7 @@ class WebSocketTransport:
                 break
         eio_socket.queue.put(None)  # closes the websocket
         eio_socket.close(wait=False, abort=True, reason=eio_socket.server.reason.TRANSPORT_CLOSE)
-        return []
+        return False
 
     def replace_queue(self):
         """From here on packets are written as they are sent; those queued before go first.
@@ -131,7 +202,7 @@ class WebSocketTransport:
         queued, eio_socket.queue = eio_socket.queue, PacketWriter(self)
         while not queued.empty():
             eio_socket.queue.put(queued.get_nowait())
-        if not self._ws.closed:
+        if not self._wire.closed:
             eio_socket.server.connections.attach(eio_socket.sid, self.output)
 
     def _receive(self):
@@ -141,20 +212,118 @@ class WebSocketTransport:
             return None
         return packet.Packet(encoded_packet=data)
 
+    # --- parking ------------------------------------------------------------------------------------------------
+
+    def _park_if_idle(self):
+        """Park when the transport may and nothing the client sent waits to be read; True when parked."""
+        rfile = self._rfile
+        if rfile is None or self._wire.closed or _buffered(rfile, self._sock):
+            return False
+        if self._let_go is not None:  # the request handler still holds the connection: take it over
+            if not self.output.idle:
+                return False  # its flusher writes through the handler's socket object: park once it is done
+            self._sock = self._let_go()
+            self._let_go = None
+            self.output.move_to(self._sock)
+        rfile.close()
+        self._rfile = None
+        self._wire.stream = None
+        self._eio_socket.server.connections.parked.add(self._eio_socket.sid)
+        self._watcher = gevent.get_hub().loop.io(self._sock.fileno(), 1)
+        self._watcher.start(self._readable)
+        return True
+
+    def _readable(self):
+        """The event loop found the parked connection readable: read in a greenlet of its own (not in the loop)."""
+        self._unpark()
+        gevent.spawn(self._wake)
+
+    def _unpark(self):
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+            watcher.close()
+            self._eio_socket.server.connections.parked.discard(self._eio_socket.sid)
+
+    def _wake(self):
+        """Read and handle what arrived, then park again, or end the connection."""
+        if not self._wire.closed:
+            self._rfile = self._sock.makefile("rb", READ_BUFFER_BYTES)
+            self._wire.stream = self._rfile
+            if self._read_until_idle(park_first=False):
+                return
+        self._end()
+
+    def _end(self):
+        """The websocket ended while the transport held the connection: let engine.io forget it, close the connection.
+
+        What the request handler and engine.io's ``handle_request`` did when
+        the request of an unparked websocket returned.
+        """
+        eio_socket = self._eio_socket
+        server = eio_socket.server
+        server.connections.detach(eio_socket.sid)
+        if server.sockets.get(eio_socket.sid) is eio_socket and eio_socket.closed:
+            del server.sockets[eio_socket.sid]
+        self.output.flushed(CLOSE_FLUSH_SECONDS)
+        sock, self._sock = self._sock, None
+        if self._rfile is not None:
+            self._rfile.close()
+            self._rfile = None
+        _close_read_out(sock)
+
     def write_packet(self, pkt):
         """Write one engine.io packet now; a failed connection is closed, so its reader ends."""
         try:
             if pkt.binary:
-                self._ws.send(pkt.encode(), binary=True)
+                self._wire.send_frame(pkt.encode(), WebSocket.OPCODE_BINARY)
             else:
                 self.output.write(text_frame(pkt))
-        except (OSError, WebSocketError):
+        except OSError:
             self.close()
 
     def close(self):
-        """Send the close frame (1000, normal closure) and let go of the websocket (once)."""
+        """Send the close frame (1000, normal closure) and let go of the websocket (once).
+
+        A parked websocket then ends at once, in a greenlet of its own: no reader
+        is waiting for the client's answer.
+        """
         self._eio_socket.server.connections.detach(self._eio_socket.sid)
         self._reader.close(CLOSE_NORMAL)
+        if self._watcher is not None:
+            self._unpark()
+            gevent.spawn(self._end)
+
+
+def _buffered(rfile, sock):
+    """True when ``rfile`` holds bytes read from ``sock`` and not yet taken, or the kernel has some for it now.
+
+    ``peek`` without waiting: with the socket's timeout at 0 a read that
+    would block returns nothing (``socket.SocketIO``, ``handoff.ReplayReader``).
+    """
+    timeout = sock.gettimeout()
+    sock.settimeout(0.0)
+    try:
+        return bool(rfile.peek(1))
+    except OSError:  # the connection failed: not idle, the next read meets it and ends the websocket
+        return True
+    finally:
+        sock.settimeout(timeout)
+
+
+def _close_read_out(sock):
+    """Close ``sock`` after reading out what the client sent meanwhile, so the kernel ends it with FIN, not RST.
+
+    An RST could make the client's system drop the last frames it was sent and
+    has not read yet.
+    """
+    with contextlib.suppress(OSError):
+        sock.settimeout(0.0)
+        while sock.recv(16384):
+            pass
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
 
 
 def websocket_driver(handler, server):
