@@ -64,6 +64,7 @@ def main():
     # As gunicorn.conf.py's post_worker_init sets up the worker (app/serving.py).
     realtime = app.extensions["realtime"]
     realtime.start()
+    realtime.sio.eio.connections.parking = True  # idle websockets wait without a greenlet (gunicorn.install)
     handler = connection_handler(realtime.refuses_upgrade)
     server = WSGIServer(("127.0.0.1", port), app.wsgi_app, handler_class=handler, log=None)
     server.start()

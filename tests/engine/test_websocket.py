@@ -5,6 +5,7 @@ server writes arrives as websocket frames on a socket pair, read back in order.
 """
 
 import gevent
+import gevent.event
 import gevent.queue
 import gevent.socket
 import pytest
@@ -13,7 +14,7 @@ from engineio.socket import Socket
 
 from app.realtime.engine.eio import EngineServer
 from app.realtime.engine.server import SocketServer
-from app.realtime.engine.websocket import PacketWriter, WebSocketTransport, text_frame
+from app.realtime.engine.websocket import PacketWriter, ReaderPool, SocketReader, WebSocketTransport, text_frame
 from testkit import DEFAULT_TIMEOUT
 from testkit.hostile import OPCODE_CLOSE, OPCODE_TEXT, frame
 
@@ -135,6 +136,59 @@ def test_a_failed_probe_leaves_the_polling_session_and_its_queue_alone(upgrading
     assert not eio_socket.upgrading and not eio_socket.closed
     assert eio_socket.queue is queue and queue.qsize() == 1
     assert eio_socket.server.connections.outputs == {}
+
+
+# --- what a parked websocket reads with ----------------------------------------------------------------------------
+
+
+def test_a_socket_reader_returns_what_is_asked_keeps_the_rest_and_waits_for_the_missing_part():
+    server_side, peer = gevent.socket.socketpair()
+    reader = SocketReader(server_side)
+    peer.sendall(b"hello world")
+    assert reader.read(5) == b"hello"
+    assert reader.buffered, "the rest of what one recv brought is kept"
+    assert reader.read(6) == b" world"
+    assert not reader.buffered
+    waiting = gevent.spawn(reader.read, 4)
+    peer.sendall(b"ab")
+    gevent.sleep(0.01)
+    assert not waiting.ready(), "a read waits for the whole size"
+    peer.sendall(b"cd")
+    assert waiting.get(timeout=DEFAULT_TIMEOUT) == b"abcd"
+    peer.sendall(b"xy")
+    peer.close()
+    assert reader.read(4) == b"xy", "fewer bytes only at the end of the connection"
+    assert reader.read(4) == b""
+    server_side.close()
+
+
+def test_the_reader_pool_hands_wake_ups_to_a_waiting_greenlet_and_keeps_at_most_its_limit():
+    pool = ReaderPool(keep=2)
+    readers = []
+
+    class Woken:
+        def __init__(self, block=None):
+            self.block = block
+
+        def wake(self):
+            readers.append(gevent.getcurrent())
+            if self.block is not None:
+                self.block.wait()
+
+    def wake_from_the_loop(transport):  # the pool is called from the event loop (a watcher's callback)
+        gevent.get_hub().loop.run_callback(pool.wake, transport)
+        gevent.sleep(0.01)
+
+    wake_from_the_loop(Woken())
+    wake_from_the_loop(Woken())
+    assert len(readers) == 2 and readers[0] is readers[1], "the second wake-up reused the first reader"
+    blocked = gevent.event.Event()
+    for _ in range(3):  # three at once: two new readers beside the waiting one
+        wake_from_the_loop(Woken(blocked))
+    assert len(set(readers)) == 3
+    blocked.set()
+    gevent.sleep(0.01)
+    assert pool.waiting == 2, "at most keep=2 wait for the next wake-up; the third ended"
 
 
 # --- SocketServer: one frame per packet, one loop per change ---------------------------------------------------------

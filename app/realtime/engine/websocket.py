@@ -13,8 +13,9 @@ a parked greenlet holds its saved stack and a page of Python frames, about
 has sent nothing more than what was handled, the transport *parks*: it takes
 the connection over from gevent's request handler (``ConnectionHandler.let_go``),
 whose greenlet then ends, and waits for the connection to become readable with
-an event-loop watcher alone; a greenlet is spawned to read and handle what
-arrives, and the transport parks again once nothing more is buffered. Not on
+an event-loop watcher alone; a reader greenlet (kept between wake-ups,
+``ReaderPool``) reads and handles what arrives, and the transport parks again
+once nothing more is buffered. Not on
 a TLS connection (the TLS session may hold decrypted bytes the socket does not
 show), nor where the handler cannot let go (another server than gunicorn's).
 
@@ -33,6 +34,7 @@ import socket
 import engineio.exceptions
 import gevent
 from engineio import packet
+from gevent.hub import Waiter
 from geventwebsocket.websocket import Header, WebSocket
 
 from app.logs import short_sid
@@ -41,7 +43,7 @@ from app.realtime.engine.output import OutputBuffer
 
 log = logging.getLogger(__name__)
 
-#: The read buffer of a woken websocket (what ``ConnectionHandler`` reads requests with).
+#: The most a woken websocket reads at once (what ``ConnectionHandler`` reads requests with).
 READ_BUFFER_BYTES = 1024
 
 #: Seconds a closing parked websocket waits for what it still has to send to leave, before its connection closes.
@@ -92,8 +94,8 @@ class WebSocketTransport:
     calls it. (While engine.io's socket runs its disconnect handler it is
     already "closing", and a packet sent meanwhile is written either way.)
 
-    Parked (see the module), it holds the connection itself (``_sock``) and an
-    event-loop watcher on it (``_watcher``), and no greenlet.
+    Parked (see the module), it holds the connection itself (``_sock``), an
+    event-loop watcher on it (``_watcher``, started), and no greenlet.
     """
 
     __slots__ = ("_eio_socket", "_let_go", "_reader", "_rfile", "_sock", "_watcher", "_wire", "output")
@@ -102,7 +104,7 @@ class WebSocketTransport:
         self._eio_socket = handler.__self__  # the engine.io Socket whose _websocket_handler this stands in for
         self._wire = None
         self._reader = None
-        self._rfile = None  # what is read from: the request handler's reader, then one per wake-up
+        self._rfile = None  # what is read from: the request handler's reader, then a SocketReader
         self._sock = None  # the connection (the request handler's socket object until it lets go), when it may park
         self._watcher = None  # while parked: the event-loop watcher waiting for the connection to be readable
         self._let_go = None  # ConnectionHandler.let_go of the request handler, while it holds the connection
@@ -216,42 +218,45 @@ class WebSocketTransport:
 
     def _park_if_idle(self):
         """Park when the transport may and nothing the client sent waits to be read; True when parked."""
-        rfile = self._rfile
-        if rfile is None or self._wire.closed or _buffered(rfile, self._sock):
+        reader = self._rfile
+        if reader is None or self._wire.closed:
             return False
         if self._let_go is not None:  # the request handler still holds the connection: take it over
-            if not self.output.idle:
-                return False  # its flusher writes through the handler's socket object: park once it is done
+            if _buffered(reader, self._sock) or not self.output.idle:
+                return False  # (its flusher writes through the handler's socket object: park once it is done)
             self._sock = self._let_go()
             self._let_go = None
             self.output.move_to(self._sock)
-        rfile.close()
-        self._rfile = None
-        self._wire.stream = None
+            reader.close()
+            self._rfile = self._wire.stream = SocketReader(self._sock)
+            self._watcher = gevent.get_hub().loop.io(self._sock.fileno(), 1)
+        elif reader.buffered:
+            return False
         self._eio_socket.server.connections.parked.add(self._eio_socket.sid)
-        self._watcher = gevent.get_hub().loop.io(self._sock.fileno(), 1)
         self._watcher.start(self._readable)
         return True
 
-    def _readable(self):
-        """The event loop found the parked connection readable: read in a greenlet of its own (not in the loop)."""
-        self._unpark()
-        gevent.spawn(self._wake)
-
     def _unpark(self):
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.stop()
-            watcher.close()
-            self._eio_socket.server.connections.parked.discard(self._eio_socket.sid)
+        """Stop waiting for the connection to be readable; True if it was parked."""
+        watcher = self._watcher
+        if watcher is None or not watcher.active:
+            return False
+        watcher.stop()
+        self._eio_socket.server.connections.parked.discard(self._eio_socket.sid)
+        return True
 
-    def _wake(self):
-        """Read and handle what arrived, then park again, or end the connection."""
-        if not self._wire.closed:
-            self._rfile = self._sock.makefile("rb", READ_BUFFER_BYTES)
-            self._wire.stream = self._rfile
-            if self._read_until_idle(park_first=False):
+    def _readable(self):
+        """The event loop found the parked connection readable: a reader greenlet takes it (not the loop)."""
+        self._unpark()
+        READERS.wake(self)
+
+    def wake(self):
+        """Read and handle what arrived, then park again, or end the connection (in a reader greenlet)."""
+        try:
+            if not self._wire.closed and self._read_until_idle(park_first=False):
                 return
+        except Exception:  # a reader greenlet outlives any one connection
+            log.exception("unexpected error reading socket %s", short_sid(self._eio_socket.sid))
         self._end()
 
     def _end(self):
@@ -267,9 +272,10 @@ class WebSocketTransport:
             del server.sockets[eio_socket.sid]
         self.output.flushed(CLOSE_FLUSH_SECONDS)
         sock, self._sock = self._sock, None
-        if self._rfile is not None:
-            self._rfile.close()
-            self._rfile = None
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.close()
+        self._rfile = self._wire.stream = None
         _close_read_out(sock)
 
     def write_packet(self, pkt):
@@ -290,9 +296,75 @@ class WebSocketTransport:
         """
         self._eio_socket.server.connections.detach(self._eio_socket.sid)
         self._reader.close(CLOSE_NORMAL)
-        if self._watcher is not None:
-            self._unpark()
+        if self._unpark():
             gevent.spawn(self._end)
+
+
+class SocketReader:
+    """A parked websocket's input: ``read(n)`` as a file's, buffering only what one ``recv`` brought past ``n``.
+
+    Nothing is allocated per wake-up, and ``buffered`` tells without a system
+    call whether bytes wait here, which the connection's readiness does not show.
+    """
+
+    __slots__ = ("_buffer", "_sock")
+
+    def __init__(self, sock):
+        self._sock = sock
+        self._buffer = b""
+
+    @property
+    def buffered(self):
+        return bool(self._buffer)
+
+    def read(self, size):
+        """``size`` bytes, fewer only at the end of the connection; waits (cooperatively) for them."""
+        data = self._buffer
+        while len(data) < size:
+            chunk = self._sock.recv(max(size - len(data), READ_BUFFER_BYTES))
+            if not chunk:
+                break
+            data = data + chunk if data else chunk
+        self._buffer = data[size:]
+        return data[:size]
+
+
+class ReaderPool:
+    """The greenlets that read woken websockets: one is kept for the next wake-up instead of spawning one each time.
+
+    A new greenlet costs several times the switch to a waiting one (its frame
+    stack is allocated and freed with it). At most ``keep`` wait; a wake-up
+    finding none spawns a new one.
+    """
+
+    def __init__(self, keep):
+        self._keep = keep
+        self._idle = []  # the Waiters of the greenlets waiting for a connection to read
+
+    @property
+    def waiting(self):
+        """Greenlets waiting for the next wake-up."""
+        return len(self._idle)
+
+    def wake(self, transport):
+        """Have ``transport`` read by a waiting greenlet, or a new one (called from the event loop)."""
+        if self._idle:
+            self._idle.pop().switch(transport)
+        else:
+            gevent.spawn(self._read, transport)
+
+    def _read(self, transport):
+        waiter = Waiter()
+        while True:
+            transport.wake()
+            if len(self._idle) >= self._keep:
+                return
+            self._idle.append(waiter)
+            transport = waiter.get()
+
+
+#: The reader greenlets of this process.
+READERS = ReaderPool(keep=64)
 
 
 def _buffered(rfile, sock):
