@@ -1,4 +1,5 @@
-"""A subscriber storm reuses the entity's snapshot while the change log stands still (``ChangePoller._snapshot``).
+"""A subscriber storm reuses the entity's snapshot, or its resume from one seq, while the entity does not change
+(``ChangePoller._kept_snapshot``, ``_kept_resume``).
 
 In process on a real database, with the poller's Socket.IO side recorded: the second subscriber of an entity costs
 no snapshot query, and a change (or time) makes the next one read the database again.
@@ -139,3 +140,41 @@ def test_changes_of_other_entities_keep_the_snapshot_and_its_own_changes_drop_it
     poller.tick()
     moved = subscribe(poller, "s3", tenant)
     assert moved["dashboardId"] == other["id"] and [t["metricName"] for t in moved["tiles"]] == ["m"]
+
+
+def resume(poller, sid, tenant, since_seq):
+    return poller.subscribe(sid, "/dashboard", tenant, "e1", "event", since_seq)
+
+
+def test_the_next_resume_from_the_same_seq_reads_nothing_until_the_entity_changes(setup, app, tenant):
+    poller, _, statements = setup
+    since = poller.position
+    with app.app_context():
+        metrics.record_metrics(tenant, [MetricPoint("e1", "m", 2.0, now())], 100)
+    poller.tick()
+    event, first = resume(poller, "s1", tenant, since)
+    assert event == "dashboard:resume" and first["metrics"] == {"m": 2.0} and first["fromSeq"] == since
+    statements.clear()
+    event, second = resume(poller, "s2", tenant, since)
+    assert event == "dashboard:resume" and second == first and second is not first
+    assert statements == [], "the same resume, read again"
+
+    head = poller.position
+    event, from_head = resume(poller, "s3", tenant, head)  # another seq: read, and kept instead
+    assert event == "dashboard:resume" and from_head["metrics"] == {} and statements
+
+    with app.app_context():  # the log moves on for another entity: the resume stays
+        other = dashboards.create_dashboard(tenant, "Other", [])
+        entities.register_entity(tenant, "e2", "event", "", other["id"])
+        metrics.record_metrics(tenant, [MetricPoint("e2", "m", 9.0, now())], 100)
+    poller.tick()
+    statements.clear()
+    event, kept = resume(poller, "s4", tenant, head)
+    assert event == "dashboard:resume" and kept["metrics"] == {} and kept["seq"] == poller.position > head
+    assert statements == [], "e1 did not change: nothing read"
+
+    with app.app_context():  # a change of e1 itself: the next resume reads it
+        metrics.record_metrics(tenant, [MetricPoint("e1", "m", 3.0, now())], 100)
+    poller.tick()
+    event, after_change = resume(poller, "s6", tenant, since)
+    assert event == "dashboard:resume" and after_change["metrics"] == {"m": 3.0}

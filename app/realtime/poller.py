@@ -46,9 +46,10 @@ log = logging.getLogger(__name__)
 MAX_TRACKED_GAP = 10_000
 #: On PostgreSQL, seqs missing this far below the starting head are waited for as gaps.
 STARTUP_GAP_WINDOW = 1_000
-#: Seconds a ``dashboard:initial`` snapshot serves other subscribers of its entity while the change log stands still.
+#: Seconds a ``dashboard:initial`` snapshot (or a ``dashboard:resume``) serves other subscribers of its entity while
+#: the entity does not change.
 SNAPSHOT_REUSE_SECONDS = 1.0
-#: Snapshots kept for reuse at most (all dropped when full: a storm refills what it needs in a second).
+#: Snapshots (and resumes) kept for reuse at most (all dropped when full: a storm refills what it needs in a second).
 SNAPSHOTS_KEPT = 10_000
 
 
@@ -109,6 +110,7 @@ class ChangePoller:
         self._head = None  # highest seq read; None until the first successful read
         self._gaps = {}  # seq -> monotonic time it was first found missing
         self._snapshots = {}  # (tenant, entity) -> (type, monotonic time, dashboard:initial): _kept_snapshot
+        self._resumes = {}  # (tenant, entity) -> (type, since_seq, monotonic time, dashboard:resume): _kept_resume
         self._startup_window = STARTUP_GAP_WINDOW if config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql") else 0
         self._running = False
 
@@ -239,9 +241,12 @@ class ChangePoller:
         it without blocking).
         """
         with self._lock, self._app.app_context():
-            kept = self._kept_snapshot(tenant_id, entity_id, entity_type) if since_seq is None else None
+            if since_seq is None:
+                event, kept = "dashboard:initial", self._kept_snapshot(tenant_id, entity_id, entity_type)
+            else:
+                event, kept = "dashboard:resume", self._kept_resume(tenant_id, entity_id, entity_type, since_seq)
             if kept is not None:
-                event, payload = "dashboard:initial", kept
+                payload = kept
             else:
                 event, payload = self._read_state(tenant_id, entity_id, entity_type, since_seq)
             if not self._sio.is_connected(sid, namespace):
@@ -265,6 +270,8 @@ class ChangePoller:
             if since_seq is not None:
                 head = self._head or 0
                 payload = resume_entity(tenant_id, entity_id, entity_type, since_seq, head, self._max_resume)
+                if payload is not None:
+                    payload = self._keep(self._resumes, (tenant_id, entity_id), (entity_type, since_seq), payload)
             if payload is None:
                 event, payload = "dashboard:initial", self._snapshot(tenant_id, entity_id, entity_type)
                 if since_seq is not None:
@@ -290,15 +297,47 @@ class ChangePoller:
             return None
         return dict(kept[2])
 
+    def _kept_resume(self, tenant_id, entity_id, entity_type, since_seq):
+        """A ``dashboard:resume`` of the entity from ``since_seq``, read within SNAPSHOT_REUSE_SECONDS and still
+        current, or None.
+
+        After a deploy the clients of an entity all resume from about the same
+        seq (the last one they had). What changed for the entity after
+        ``since_seq`` stays what was read until the poller reads a change of
+        that entity, as for ``_kept_snapshot``: the next resume from the same
+        seq skips every read. One ``since_seq`` is kept per entity, the last read.
+        """
+        kept = self._resumes.get((tenant_id, entity_id))
+        if (
+            kept is None
+            or self._gaps
+            or kept[0] != entity_type
+            or kept[1] != since_seq
+            or time.monotonic() - kept[2] >= SNAPSHOT_REUSE_SECONDS
+        ):
+            return None
+        return dict(kept[3])
+
+    def _keep(self, kept, key, what, payload):
+        """Keep ``payload`` under ``key`` in ``kept`` (``_snapshots`` or ``_resumes``) as ``(*what, time, payload)``
+        when no gap is open; return a dict of the caller's own (the same parts)."""
+        if not self._gaps:
+            if len(kept) >= SNAPSHOTS_KEPT:
+                kept.clear()
+            kept[key] = (*what, time.monotonic(), payload)
+        return dict(payload)
+
     def _forget_snapshots(self, changes, layout_recipients):
-        """Drop the kept snapshots that ``changes`` (just read) make stale: of their entities, and of the
-        entities a layout change reaches (``layout_recipients`` by seq)."""
+        """Drop the kept snapshots and resumes that ``changes`` (just read) make stale: of their entities, and of
+        the entities a layout change reaches (``layout_recipients`` by seq)."""
         for change in changes:
             if change.kind == CHANGE_DASHBOARD:
-                for tenant_id, entity_id in layout_recipients.get(change.seq, ()):
-                    self._snapshots.pop((tenant_id, entity_id), None)
+                stale = layout_recipients.get(change.seq, ())
             else:
-                self._snapshots.pop((change.tenant_id, change.entity_id), None)
+                stale = ((change.tenant_id, change.entity_id),)
+            for pair in stale:
+                self._snapshots.pop(pair, None)
+                self._resumes.pop(pair, None)
 
     def _snapshot(self, tenant_id, entity_id, entity_type):
         """The entity's ``dashboard:initial`` with its chart history, read now (kept for ``_kept_snapshot``).
@@ -308,11 +347,7 @@ class ChangePoller:
         payload = entity_snapshot(tenant_id, entity_id, entity_type)
         names, current = chart_metrics(payload["tiles"]), payload["metrics"]
         payload["history"] = chart_history(tenant_id, entity_id, names, self._app.config, current)
-        if not self._gaps:
-            if len(self._snapshots) >= SNAPSHOTS_KEPT:
-                self._snapshots.clear()
-            self._snapshots[(tenant_id, entity_id)] = (entity_type, time.monotonic(), payload)
-        return dict(payload)
+        return self._keep(self._snapshots, (tenant_id, entity_id), (entity_type,), payload)
 
     def _replaced_history(self, change):
         """The chart history a ``replaced`` entity change carries (its new dashboard's ``line`` tiles)."""
@@ -380,7 +415,7 @@ class ChangePoller:
                 self._gaps = dict.fromkeys(batch.missing, now)
             return
         accepted = self._accept(batch, time.monotonic())
-        if self._snapshots:
+        if self._snapshots or self._resumes:
             self._forget_snapshots(accepted, batch.layout_recipients)
         newest = {}
         outgoing = []
