@@ -135,6 +135,23 @@ class RawWebSocket:
         self.sock.close()
 
 
+def websocket_when_there_is_room(url, headers=None):
+    """A ``RawWebSocket`` (with ``headers``), once the server has counted a closed connection out.
+
+    Until then the server refuses it (429 past MAX_CONNECTIONS_PER_IP, 503 past
+    WORKER_CONNECTIONS): the attempt is repeated until DEFAULT_TIMEOUT.
+    """
+    deadline = time.monotonic() + DEFAULT_TIMEOUT
+    while True:
+        attempt = RawWebSocket(url, headers=headers, expect_upgrade=False)
+        if attempt.status == 101:
+            attempt.read_frame()  # engine.io OPEN
+            return attempt
+        attempt.close()
+        assert time.monotonic() < deadline, "the closed connection was never counted out"
+        time.sleep(0.05)
+
+
 class Bystander:
     """A well-behaved client of ``base_url``, watched during an attack.
 

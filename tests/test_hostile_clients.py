@@ -12,7 +12,6 @@ import base64
 import json
 import socket
 import threading
-import time
 
 import pytest
 import requests
@@ -40,6 +39,7 @@ from testkit.hostile import (
     RawWebSocket,
     frame,
     frame_header,
+    websocket_when_there_is_room,
 )
 
 pytestmark = pytest.mark.backends("sqlite")
@@ -303,23 +303,10 @@ def test_one_address_holds_at_most_max_connections_per_ip_and_others_are_not_aff
         held[0].send(frame(OPCODE_CLOSE, b""))
         assert held[0].close_code() == 1000
         held[0].close()
-        replacement = _connect_when_there_is_room(server.url, attacker_address)
+        replacement = websocket_when_there_is_room(server.url, attacker_address)
         for ws in [*held[1:], other, replacement]:
             ws.close()
         bystander.check()
-
-
-def _connect_when_there_is_room(url, headers):
-    """A websocket from ``headers``'s address, once the server has counted a closed one out."""
-    deadline = time.monotonic() + DEFAULT_TIMEOUT
-    while True:
-        attempt = RawWebSocket(url, headers=headers, expect_upgrade=False)
-        if attempt.status == 101:
-            attempt.read_frame()  # engine.io OPEN
-            return attempt
-        attempt.close()
-        assert time.monotonic() < deadline, "the closed connection was never counted out"
-        time.sleep(0.05)
 
 
 def test_x_forwarded_for_from_an_untrusted_peer_is_not_believed_and_is_reported(live_server):

@@ -6,7 +6,6 @@ both ways and ends the way an unparked one would.
 """
 
 import json
-import time
 
 import pytest
 import requests
@@ -19,7 +18,7 @@ from testkit import (
     tenant_with_entity,
     wait_for_metric,
 )
-from testkit.hostile import OPCODE_CLOSE, OPCODE_TEXT, Bystander, RawWebSocket, frame
+from testkit.hostile import OPCODE_CLOSE, OPCODE_TEXT, Bystander, RawWebSocket, frame, websocket_when_there_is_room
 
 pytestmark = pytest.mark.backends("sqlite")
 
@@ -128,20 +127,7 @@ def test_beyond_worker_connections_new_sessions_are_refused_503_and_held_ones_ke
         held[0].send(frame(OPCODE_CLOSE, b""))
         assert held[0].close_code() == 1000
         held[0].close()
-        replacement = _connect_when_there_is_room(server.url)
+        replacement = websocket_when_there_is_room(server.url)
         for ws in [*held[1:], replacement]:
             ws.close()
         bystander.check()
-
-
-def _connect_when_there_is_room(url):
-    """A websocket, once the server has counted a closed session out (it answers 503 until then)."""
-    deadline = time.monotonic() + DEFAULT_TIMEOUT
-    while True:
-        attempt = RawWebSocket(url, expect_upgrade=False)
-        if attempt.status == 101:
-            attempt.read_frame()  # engine.io OPEN
-            return attempt
-        attempt.close()
-        assert time.monotonic() < deadline, "the closed session was never counted out"
-        time.sleep(0.05)

@@ -155,6 +155,13 @@ def test_a_socket_reader_returns_what_is_asked_keeps_the_rest_and_waits_for_the_
     assert not waiting.ready(), "a read waits for the whole size"
     peer.sendall(b"cd")
     assert waiting.get(timeout=DEFAULT_TIMEOUT) == b"abcd"
+    payload = bytes(range(256)) * 12  # past one recv's worth: received into a buffer of its size, piece by piece
+    waiting = gevent.spawn(reader.read, len(payload))
+    for start in range(0, len(payload), 100):
+        peer.sendall(payload[start : start + 100])
+        gevent.sleep(0.001)
+    assert waiting.get(timeout=DEFAULT_TIMEOUT) == payload
+    assert not reader.buffered
     peer.sendall(b"xy")
     peer.close()
     assert reader.read(4) == b"xy", "fewer bytes only at the end of the connection"

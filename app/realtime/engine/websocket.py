@@ -49,6 +49,9 @@ READ_BUFFER_BYTES = 1024
 #: Seconds a closing parked websocket waits for what it still has to send to leave, before its connection closes.
 CLOSE_FLUSH_SECONDS = 5.0
 
+#: What a closing parked websocket reads out of its connection at most before closing it (see ``_close_read_out``).
+CLOSE_READ_OUT_BYTES = 64 * 1024
+
 
 def text_frame(eio_pkt):
     """The websocket frame carrying ``eio_pkt``, or None for a packet with binary data."""
@@ -267,6 +270,9 @@ class WebSocketTransport:
         """
         eio_socket = self._eio_socket
         server = eio_socket.server
+        # Closed already unless a failed write ended it: engine.io's socket then closes here, as the reader
+        # of an unparked websocket closed it once its next read failed.
+        eio_socket.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
         server.connections.detach(eio_socket.sid)
         if server.sockets.get(eio_socket.sid) is eio_socket and eio_socket.closed:
             del server.sockets[eio_socket.sid]
@@ -318,15 +324,34 @@ class SocketReader:
         return bool(self._buffer)
 
     def read(self, size):
-        """``size`` bytes, fewer only at the end of the connection; waits (cooperatively) for them."""
+        """``size`` bytes, fewer only at the end of the connection; waits (cooperatively) for them.
+
+        With nothing kept, one ``recv`` of up to READ_BUFFER_BYTES usually brings
+        a whole small message (what is past ``size`` is kept). What is still
+        missing then is received into one buffer of ``size`` bytes, never past
+        it: a payload arriving a byte at a time costs its length, not its square.
+        """
         data = self._buffer
-        while len(data) < size:
-            chunk = self._sock.recv(max(size - len(data), READ_BUFFER_BYTES))
-            if not chunk:
-                break
-            data = data + chunk if data else chunk
+        if not data and size <= READ_BUFFER_BYTES:
+            data = self._sock.recv(READ_BUFFER_BYTES)
+        if 0 < len(data) < size:
+            data = self._receive_rest(data, size)
+        elif not data and size:
+            data = self._receive_rest(b"", size)
         self._buffer = data[size:]
         return data[:size]
+
+    def _receive_rest(self, start, size):
+        buffer = bytearray(size)
+        have = len(start)
+        buffer[:have] = start
+        view = memoryview(buffer)
+        while have < size:
+            received = self._sock.recv_into(view[have:])
+            if not received:
+                break
+            have += received
+        return bytes(view[:have])
 
 
 class ReaderPool:
@@ -387,12 +412,14 @@ def _close_read_out(sock):
     """Close ``sock`` after reading out what the client sent meanwhile, so the kernel ends it with FIN, not RST.
 
     An RST could make the client's system drop the last frames it was sent and
-    has not read yet.
+    has not read yet. At most ``CLOSE_READ_OUT_BYTES`` are read: a client that
+    keeps sending gets its RST.
     """
     with contextlib.suppress(OSError):
         sock.settimeout(0.0)
-        while sock.recv(16384):
-            pass
+        for _ in range(CLOSE_READ_OUT_BYTES // 16384):
+            if not sock.recv(16384):
+                break
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     sock.close()
