@@ -139,11 +139,7 @@ class ConnectionHandler(WebSocketHandler):
         if owner is None:
             return False
         sock, rfile = self.socket, self.rfile
-        sock.settimeout(0.0)  # what the reader already holds, without waiting for more
-        try:
-            read_ahead = rfile.peek(1)
-        finally:
-            sock.settimeout(self.header_timeout)  # as handle_one_request set it, for the headers
+        read_ahead = peek_now(rfile, sock)  # what the reader already holds, without waiting for more
         if not self.handoff.send(owner, sid, sock, line.encode("latin-1") + read_ahead):
             return False
         self.close_connection = True
@@ -157,6 +153,20 @@ class ConnectionHandler(WebSocketHandler):
         if refuses is not None and "HTTP_UPGRADE" in self.environ and refuses(self.environ):
             return WSGIHandler.run_application(self)  # the application answers, without a 101 first
         return super().run_application()
+
+
+def peek_now(rfile, sock):
+    """What ``rfile`` (a buffered reader over ``sock``) holds, or reads from the kernel now, without waiting.
+
+    With the socket's timeout at 0 a read that would block returns nothing
+    (``socket.SocketIO``, ``handoff.ReplayReader``); the timeout is put back.
+    """
+    timeout = sock.gettimeout()
+    sock.settimeout(0.0)
+    try:
+        return rfile.peek(1)
+    finally:
+        sock.settimeout(timeout)
 
 
 def connection_handler(refuses_upgrade, header_timeout=None, handoff=None, session_of=None):

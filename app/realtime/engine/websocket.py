@@ -39,12 +39,13 @@ from geventwebsocket.websocket import Header, WebSocket
 
 from app.logs import short_sid
 from app.realtime.engine.frames import CLOSE_NORMAL, MessageReader
+from app.realtime.engine.handler import ConnectionHandler, peek_now
 from app.realtime.engine.output import OutputBuffer
 
 log = logging.getLogger(__name__)
 
 #: The most a woken websocket reads at once (what ``ConnectionHandler`` reads requests with).
-READ_BUFFER_BYTES = 1024
+READ_BUFFER_BYTES = ConnectionHandler.READ_BUFFER_BYTES
 
 #: Seconds a closing parked websocket waits for what it still has to send to leave, before its connection closes.
 CLOSE_FLUSH_SECONDS = 5.0
@@ -393,19 +394,11 @@ READERS = ReaderPool(keep=64)
 
 
 def _buffered(rfile, sock):
-    """True when ``rfile`` holds bytes read from ``sock`` and not yet taken, or the kernel has some for it now.
-
-    ``peek`` without waiting: with the socket's timeout at 0 a read that
-    would block returns nothing (``socket.SocketIO``, ``handoff.ReplayReader``).
-    """
-    timeout = sock.gettimeout()
-    sock.settimeout(0.0)
+    """True when ``rfile`` holds bytes read from ``sock`` and not yet taken, or the kernel has some for it now."""
     try:
-        return bool(rfile.peek(1))
+        return bool(peek_now(rfile, sock))
     except OSError:  # the connection failed: not idle, the next read meets it and ends the websocket
         return True
-    finally:
-        sock.settimeout(timeout)
 
 
 def _close_read_out(sock):
