@@ -4,7 +4,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import DateTime, Float, String, and_, bindparam, func, select, text
+from sqlalchemy import DateTime, Float, String, and_, bindparam, exists, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app import errors
@@ -110,7 +110,45 @@ _NAME_COUNTS = (
     )
     .group_by(_values.c.entity_id)
 )
-# One point: one INSERT ... RETURNING.
+# One point, the usual REST write, in one statement: its change-log row is inserted only when the entity is the
+# tenant's (of the type given, if one is) and already has the metric or room for one more name (locking the entity
+# row as _ENTITIES_AND_NAMES does). No row back means one of those failed: record_metrics then takes the general path
+# in the same transaction, which names the failure (or registers the entity).
+_other_values = _values.alias("other_values")
+_INSERT_KNOWN_POINT = (
+    _change_log.insert()
+    .from_select(
+        ["tenant_id", "kind", "entity_id", "metric_name", "value", "recorded_at"],
+        select(
+            bindparam("tenant_id", type_=String),
+            bindparam("kind", type_=String),
+            _entities.c.entity_id,
+            bindparam("metric_name", type_=String),
+            bindparam("value", type_=Float),
+            bindparam("recorded_at", type_=_change_log.c.recorded_at.type),
+        )
+        .where(
+            _entities.c.tenant_id == bindparam("tenant_id"),
+            _entities.c.entity_id == bindparam("entity_id"),
+            or_(bindparam("entity_type", type_=String).is_(None), _entities.c.entity_type == bindparam("entity_type")),
+            or_(
+                exists().where(
+                    _values.c.tenant_id == _entities.c.tenant_id,
+                    _values.c.entity_id == _entities.c.entity_id,
+                    _values.c.metric_name == bindparam("metric_name"),
+                ),
+                select(func.count())
+                .where(_other_values.c.tenant_id == _entities.c.tenant_id)
+                .where(_other_values.c.entity_id == _entities.c.entity_id)
+                .scalar_subquery()
+                < bindparam("max_names"),
+            ),
+        )
+        .with_for_update(read=True, key_share=True, of=_entities),
+    )
+    .returning(_change_log.c.seq)
+)
+# One point on the general path (its entity registered by the write): one INSERT ... RETURNING.
 _INSERT_CHANGE = _change_log.insert().returning(_change_log.c.seq)
 # A batch on PostgreSQL: the points travel as four arrays, so the statement stays short and its parsed
 # and prepared forms are reused (SQLAlchemy's INSERT of n rows is a new statement of 6n parameters that
@@ -162,26 +200,50 @@ def record_metrics(tenant_id, points, max_metrics_per_entity, registration=Regis
     TOO_MANY_METRICS. The database trigger moves ``metric_values`` to each new value.
     """
     with write_connection() as connection:
-        wanted = sorted({p.entity_id for p in points})
-        params = {"tenant_id": tenant_id, "entity_ids": wanted, "metric_names": sorted({p.metric_name for p in points})}
-        types, known_names = {}, set()
-        for entity_id, entity_type, metric_name in connection.execute(_ENTITIES_AND_NAMES, params):
-            types[entity_id] = entity_type
-            if metric_name is not None:
-                known_names.add((entity_id, metric_name))
-        if registration.enabled and len(types) < len(wanted):
-            types.update(_register_entities(connection, tenant_id, points, types, registration))
-        for point in points:
-            known_type = types.get(point.entity_id)
-            if known_type is None or (point.entity_type is not None and point.entity_type != known_type):
-                raise AppError(errors.UNKNOWN_ENTITY, f"unknown entity {point.entity_id!r}")
-        _check_metric_names(connection, tenant_id, points, known_names, max_metrics_per_entity)
-        # In key order, so that concurrent batches lock metric_values rows in one order and never
-        # deadlock on PostgreSQL; stable, so a metric given twice keeps its last value.
-        ordered = sorted(points, key=lambda p: (p.entity_id, p.metric_name))
-        last_seq = _insert_changes(connection, tenant_id, ordered)
+        last_seq = None
+        if len(points) == 1:  # the usual REST write: one statement when it passes every check
+            last_seq = _insert_known_point(connection, tenant_id, points[0], max_metrics_per_entity)
+        if last_seq is None:
+            last_seq = _check_and_insert(connection, tenant_id, points, max_metrics_per_entity, registration)
     change_committed.send()
     return ingest_result(len(points), last_seq)
+
+
+def _insert_known_point(connection, tenant_id, point, max_metrics_per_entity):
+    """Insert one point in one statement if every rule lets it through; return its seq, or None (nothing written)."""
+    params = {
+        "tenant_id": tenant_id,
+        "kind": CHANGE_METRIC,
+        "entity_id": point.entity_id,
+        "entity_type": point.entity_type,
+        "metric_name": point.metric_name,
+        "value": point.value,
+        "recorded_at": point.recorded_at,
+        "max_names": max_metrics_per_entity,
+    }
+    return connection.execute(_INSERT_KNOWN_POINT, params).scalar_one_or_none()
+
+
+def _check_and_insert(connection, tenant_id, points, max_metrics_per_entity, registration):
+    """Check ``points`` against every rule (registering entities), then insert them; return the last one's seq."""
+    wanted = sorted({p.entity_id for p in points})
+    params = {"tenant_id": tenant_id, "entity_ids": wanted, "metric_names": sorted({p.metric_name for p in points})}
+    types, known_names = {}, set()
+    for entity_id, entity_type, metric_name in connection.execute(_ENTITIES_AND_NAMES, params):
+        types[entity_id] = entity_type
+        if metric_name is not None:
+            known_names.add((entity_id, metric_name))
+    if registration.enabled and len(types) < len(wanted):
+        types.update(_register_entities(connection, tenant_id, points, types, registration))
+    for point in points:
+        known_type = types.get(point.entity_id)
+        if known_type is None or (point.entity_type is not None and point.entity_type != known_type):
+            raise AppError(errors.UNKNOWN_ENTITY, f"unknown entity {point.entity_id!r}")
+    _check_metric_names(connection, tenant_id, points, known_names, max_metrics_per_entity)
+    # In key order, so that concurrent batches lock metric_values rows in one order and never
+    # deadlock on PostgreSQL; stable, so a metric given twice keeps its last value.
+    ordered = sorted(points, key=lambda p: (p.entity_id, p.metric_name))
+    return _insert_changes(connection, tenant_id, ordered)
 
 
 def _insert_changes(connection, tenant_id, points):

@@ -412,3 +412,20 @@ def test_the_cap_counts_a_name_given_twice_in_a_batch_once(app, admin_api, entit
     monkeypatch.setitem(app.config, "MAX_METRICS_PER_ENTITY", 2)
     entity_id, _ = entity
     admin_api.call("POST", "/metrics", 201, json=names(entity_id, "a", "b", "a", "b"))
+
+
+def test_single_writes_stop_at_the_cap_and_keep_updating_known_names(app, admin_api, entity, database, monkeypatch):
+    # A single point is written in one statement that checks the cap itself (services/metrics.py).
+    monkeypatch.setitem(app.config, "MAX_METRICS_PER_ENTITY", 2)
+    entity_id, _ = entity
+    other = unique("event")
+    admin_api.put_entity(other, "event")
+    rows_before = database.scalar("SELECT count(*) FROM change_log")
+    for name in ("a", "b"):
+        admin_api.call("POST", "/metrics", 201, json={"entityId": entity_id, "metricName": name, "value": 1})
+    *_, response = admin_api.request("POST", "/metrics", json={"entityId": entity_id, "metricName": "c", "value": 1})
+    assert_error(response, 409, "ANALYTICS_1205", repr(entity_id))
+    admin_api.call("POST", "/metrics", 201, json={"entityId": entity_id, "metricName": "b", "value": 3})
+    admin_api.call("POST", "/metrics", 201, json={"entityId": other, "metricName": "c", "value": 4})  # its own cap
+    assert {name: m["value"] for name, m in metrics_of(admin_api, entity_id).items()} == {"a": 1, "b": 3}
+    assert database.scalar("SELECT count(*) FROM change_log") == rows_before + 4
