@@ -7,7 +7,7 @@ see each other's ids; a greenlet started in the background starts with none.
 
 import logging
 import re
-import uuid
+import secrets
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -118,7 +118,7 @@ def request_id_of(header_value):
     """The incoming ``X-Request-ID`` when it is short and safe to log, else a new random id."""
     if header_value and REQUEST_ID_PATTERN.fullmatch(header_value):
         return header_value
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 def with_request_ids(wsgi_app):

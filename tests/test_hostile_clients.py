@@ -315,7 +315,7 @@ def test_x_forwarded_for_from_an_untrusted_peer_is_not_believed_and_is_reported(
     forged.close()
 
 
-# --- ambiguous request lengths (request smuggling through a proxy) ------------------------------------------------
+# --- ambiguous request lengths (request smuggling through a proxy) and malformed headers ---------------------------
 
 
 @pytest.mark.parametrize(
@@ -323,10 +323,21 @@ def test_x_forwarded_for_from_an_untrusted_peer_is_not_believed_and_is_reported(
     [
         "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
         "Content-Length: 5\r\nContent-Length: 50\r\n",
+        "Content-Length: 5\r\n folded: onto the line before\r\n",
+        "Content-Length : 5\r\n",
+        "Content-Length: 5\rX-Hidden: 1\r\n",
+        "X-Many: 1\r\n" * 101,
     ],
-    ids=["transfer-encoding-and-content-length", "differing-content-lengths"],
+    ids=[
+        "transfer-encoding-and-content-length",
+        "differing-content-lengths",
+        "folded-line",
+        "space-before-colon",
+        "bare-cr",
+        "101-headers",
+    ],
 )
-def test_a_request_whose_length_is_ambiguous_is_refused(live_server, headers):
+def test_a_request_whose_length_is_ambiguous_or_whose_headers_are_malformed_is_refused(live_server, headers):
     with Bystander(live_server.url) as bystander:
         host, port = live_server.url.split("//", 1)[1].split(":")
         with socket.create_connection((host, int(port)), timeout=DEFAULT_TIMEOUT) as attacker:

@@ -289,8 +289,43 @@ UPSTREAM = (
         "gevent.pywsgi:WSGIHandler.read_request",
         "b1702b63da71633f",
         "parses the headers with self.MessageClass(rfile, 0), then drops Content-Length when Transfer-Encoding is "
-        "chunked: handler.ConnectionHandler.MessageClass refuses ambiguous lengths before that, by raising "
-        "ValueError.",
+        "chunked, and reads headers.status, .get (Transfer-Encoding, Content-Length, Connection) and del: "
+        "handler.ConnectionHandler.MessageClass returns a handler.RequestHeaders instead of gevent's OldMessage "
+        "and refuses ambiguous lengths before that, by raising ValueError.",
+    ),
+    Upstream(
+        "gevent",
+        "gevent.pywsgi:OldMessage",
+        "7d36d3425c465cee",
+        "the request headers object gevent's handler and gunicorn read (get, getheader, typeheader, headers as "
+        "'Name: value\\r\\n' lines, items, status): handler.RequestHeaders offers the same, parsed without the "
+        "email package.",
+    ),
+    Upstream(
+        "gevent",
+        "gevent.pywsgi:WSGIHandler.get_environ",
+        "fbd39b74e42d7dbf",
+        "reads headers.typeheader and headers.getheader('content-length'), then the HTTP_* keys from _headers: "
+        "handler.RequestHeaders offers both.",
+    ),
+    Upstream(
+        "gevent",
+        "gevent.pywsgi:WSGIHandler._headers",
+        "5575828695b50513",
+        "turns headers.headers ('Name: value\\r\\n' lines, a folded line joined to the one before) into HTTP_* "
+        "environ keys, dropping names with '_': handler.RequestHeaders yields such lines (it refuses folded ones).",
+    ),
+    Upstream(
+        "gevent",
+        "gevent.pywsgi:WSGIHandler._connection_upgrade_requested",
+        "2b997eb190d9a5f5",
+        "reads headers.get('Connection', '') and headers.get('Upgrade', ''): handler.RequestHeaders.get.",
+    ),
+    Upstream(
+        "gunicorn",
+        "gunicorn.workers.ggevent:PyWSGIHandler.log_request",
+        "d706f674002e792b",
+        "the access log reads self.headers.items(): handler.RequestHeaders.items.",
     ),
     Upstream(
         "gevent",
