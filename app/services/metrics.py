@@ -114,7 +114,6 @@ _NAME_COUNTS = (
 # tenant's (of the type given, if one is) and already has the metric or room for one more name (locking the entity
 # row as _ENTITIES_AND_NAMES does). No row back means one of those failed: record_metrics then takes the general path
 # in the same transaction, which names the failure (or registers the entity).
-_other_values = _values.alias("other_values")
 _INSERT_KNOWN_POINT = (
     _change_log.insert()
     .from_select(
@@ -131,15 +130,16 @@ _INSERT_KNOWN_POINT = (
             _entities.c.tenant_id == bindparam("tenant_id"),
             _entities.c.entity_id == bindparam("entity_id"),
             or_(bindparam("entity_type", type_=String).is_(None), _entities.c.entity_type == bindparam("entity_type")),
+            # Not correlated with the entity row: each is one primary-key lookup (or range count), run once, the
+            # count only when the name is new (PostgreSQL made the correlated EXISTS a scan of every tenant's rows).
             or_(
                 exists().where(
-                    _values.c.tenant_id == _entities.c.tenant_id,
-                    _values.c.entity_id == _entities.c.entity_id,
+                    _values.c.tenant_id == bindparam("tenant_id"),
+                    _values.c.entity_id == bindparam("entity_id"),
                     _values.c.metric_name == bindparam("metric_name"),
                 ),
                 select(func.count())
-                .where(_other_values.c.tenant_id == _entities.c.tenant_id)
-                .where(_other_values.c.entity_id == _entities.c.entity_id)
+                .where(_values.c.tenant_id == bindparam("tenant_id"), _values.c.entity_id == bindparam("entity_id"))
                 .scalar_subquery()
                 < bindparam("max_names"),
             ),
