@@ -104,11 +104,12 @@ class ChangeListener:
         self.connected = False
 
     def _on_notify(self, payload):
-        self._wake()
-        if self._observe_lag is None:
-            return
         try:
-            sent_at = float(json.loads(payload)["at"])
+            notice = json.loads(payload)
+            seq, sent_at = int(notice["seq"]), float(notice["at"])
         except (ValueError, KeyError, TypeError):
-            return  # a NOTIFY on our channel from someone else: waking is harmless
-        self._observe_lag(max(time.time() - sent_at, 0.0))
+            self._wake()  # a NOTIFY on our channel from someone else: waking is harmless
+            return
+        self._wake(seq)  # the poller skips what it delivered already (this worker's own REST writes)
+        if self._observe_lag is not None:
+            self._observe_lag(max(time.time() - sent_at, 0.0))

@@ -112,6 +112,8 @@ class ChangePoller:
         self._snapshots = {}  # (tenant, entity) -> (type, monotonic time, dashboard:initial): _kept_snapshot
         self._resumes = {}  # (tenant, entity) -> (type, since_seq, monotonic time, dashboard:resume): _kept_resume
         self._startup_window = STARTUP_GAP_WINDOW if config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql") else 0
+        self._announced = []  # changes this process committed and announced since the last tick (_on_commit)
+        self._must_read = True  # a wake-up other than an announcement asked for a read of the log
         self._running = False
 
     @property
@@ -138,11 +140,21 @@ class ChangePoller:
         change_log.change_committed.disconnect(self._on_commit)
         self._wake.set()
 
-    def wake(self):
-        """Read now instead of at the next tick (a commit was announced)."""
+    def wake(self, seq=None):
+        """Read now instead of at the next tick (a commit was announced): unless ``seq``, the highest seq of the
+        commit (a NOTIFY's), is delivered already (this process's own writes, handed over by ``_on_commit``)."""
+        if seq is not None and self._head is not None and seq <= self.position:
+            return
+        self._must_read = True
         self._wake.set()
 
-    def _on_commit(self, _sender=None, **_kwargs):
+    def _on_commit(self, _sender=None, changes=(), **_kwargs):
+        """A transaction of this process committed: tick now, handing over the ``changes`` it names
+        (``services.changes.Change``, all it appended), or reading the log when it names none."""
+        if changes and len(self._announced) + len(changes) <= self._batch_size:
+            self._announced.extend(changes)
+        else:
+            self._must_read = True
         self._wake.set()
 
     def _run(self):
@@ -156,17 +168,25 @@ class ChangePoller:
     def _poll(self, probe):
         """Tick until stopped; skip a timed tick when the probe knows nothing was committed (SQLite).
 
-        A tick is due anyway on the first round, after a wake-up, a full batch or
-        a failure, and while gaps are waited for. The probe is asked before the
-        tick reads, so a commit landing during a tick is seen at the next round.
+        A read is due anyway on the first round, after a wake-up that asks for
+        one, a full batch or a failure, and while gaps are waited for; the probe
+        is not asked then. A wake-up that only announces changes this process
+        committed (a REST write) delivers them without a read (``tick``), and does
+        not ask the probe either: a query per REST write for nothing. Otherwise
+        the probe is asked before the tick reads, so a commit landing during a
+        tick is seen at the next round; after rounds that did not ask it, the
+        version it holds is older still, which can only make it answer yes once
+        too often.
         """
         backoff = 0.0
         due = True
         outage = database_outage(self._app)
         while self._running:
             try:
-                if probe.changed() or due or self._gaps:
+                if due or self._must_read or self._gaps or probe.changed():
                     more = self.tick()
+                elif self._announced:
+                    more = self.tick(read=False)
                 else:
                     more = False
                     POLL_SKIPS.inc()
@@ -191,20 +211,50 @@ class ChangePoller:
                 # yield, and a steady stream of changes would starve subscribers.
                 self._wake.clear()
                 self._sio.sleep(0)
-                due = True
+                due = more
             else:
-                due = self._wake.wait(self._interval)
+                self._wake.wait(self._interval)  # woken: _must_read or _announced says what for
                 self._wake.clear()
+                due = False
 
-    def tick(self):
-        """Read and deliver one batch of changes; return True when more are waiting."""
+    def tick(self, read=True):
+        """Read and deliver one batch of changes; return True when more are waiting.
+
+        With ``read`` false, the changes this process committed and announced
+        since the last tick are delivered as announced, without a read of the
+        log, when they are the very next ones of the stream (``_continuing``);
+        otherwise the tick reads, as with ``read``, and the read has them.
+        """
         started = time.perf_counter()
-        with self._lock, self._app.app_context():
-            with consistent_read():
-                batch = self._read()
-            self._deliver(batch)
+        with self._lock:
+            announced, self._announced = self._announced, []
+            batch = None if read else self._continuing(announced)
+            if batch is not None:
+                self._deliver(batch)
+            else:
+                self._must_read = False  # this read answers every wake-up so far
+                with self._app.app_context():
+                    with consistent_read():
+                        batch = self._read()
+                    self._deliver(batch)
         observe_poll(time.perf_counter() - started, len(batch.changes))
         return batch.full
+
+    def _continuing(self, announced):
+        """A batch of the ``announced`` changes not delivered yet, when they continue the stream; else None.
+
+        They continue it when the first is right above the head, none is missing
+        between them and no gap is waited for: every change below them has been
+        delivered, so delivering them keeps the order, and the next read starts
+        above them. Announced changes that a read (a subscribe's catch-up) has
+        delivered already make an empty batch: nothing else asked for a read.
+        """
+        if self._head is None or self._gaps:
+            return None
+        fresh = sorted((c for c in announced if c.seq > self._head), key=lambda c: c.seq)
+        if any(change.seq != self._head + n for n, change in enumerate(fresh, 1)):
+            return None
+        return _Batch(changes=fresh)
 
     def subscribe(self, sid, namespace, tenant_id, entity_id, entity_type, since_seq=None):
         """Join ``sid`` to the entity's room and send it its state; return ``(event, payload)`` (``_subscribe``).

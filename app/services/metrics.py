@@ -13,7 +13,7 @@ from app.errors import AppError
 from app.extensions import db
 from app.models import CHANGE_METRIC, ChangeLog, Entity, MetricValue
 from app.serializers import entity_metrics, ingest_result, metric_values
-from app.services.changes import change_committed
+from app.services.changes import Change, change_committed
 from app.services.entities import check_entity_room, find_entity
 from app.validation import optional_timestamp, require_id, require_number, require_object
 
@@ -205,8 +205,29 @@ def record_metrics(tenant_id, points, max_metrics_per_entity, registration=Regis
             last_seq = _insert_known_point(connection, tenant_id, points[0], max_metrics_per_entity)
         if last_seq is None:
             last_seq = _check_and_insert(connection, tenant_id, points, max_metrics_per_entity, registration)
-    change_committed.send()
+    # A single point's change is handed to this process's poller with the announcement: it needs no read to
+    # deliver it. A batch's rows are read back (their seqs are not all known here).
+    change_committed.send(changes=_single_change(tenant_id, points, last_seq))
     return ingest_result(len(points), last_seq)
+
+
+def _single_change(tenant_id, points, seq):
+    """The change-log row of a write of one point, as the poller reads it (``Change``); none for a batch."""
+    if len(points) != 1:
+        return ()
+    point = points[0]
+    change = Change(
+        seq,
+        tenant_id,
+        CHANGE_METRIC,
+        point.entity_id,
+        point.metric_name,
+        point.value,
+        point.recorded_at,
+        dashboard_id=None,
+        payload=None,
+    )
+    return (change,)
 
 
 def _insert_known_point(connection, tenant_id, point, max_metrics_per_entity):
