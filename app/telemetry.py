@@ -110,6 +110,10 @@ UNAVAILABLE = Counter(
     ["dependency", "source"],
 )
 POLL_FAILURES = Counter("analytics_poll_failures_total", "Poller ticks that failed (for example, database down).")
+POLL_ANNOUNCED = Counter(
+    "analytics_poll_announced_total",
+    "Poller ticks that delivered changes this process committed (REST writes) as announced, without a query.",
+)
 RETENTION_PRUNED = Counter(
     "analytics_retention_pruned_rows_total",
     "Rows deleted by retention, per table: metric_points, metric_rollups, change_log.",

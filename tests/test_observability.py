@@ -156,6 +156,7 @@ def test_metrics_has_the_expected_families(server):
         "analytics_poll_rows",
         "analytics_poll_failures",
         "analytics_poll_skips",
+        "analytics_poll_announced",
         "analytics_notification_lag_seconds",
         "analytics_change_age_at_emit_seconds",
         "analytics_socketio_packets_written",
@@ -188,13 +189,16 @@ def test_a_metric_write_counts_its_emit_and_change_age(server, clients, tenant):
     emits = value(server, EMITS, namespace="/dashboard", event="metric:update")
     ages = value(server, "analytics_change_age_at_emit_seconds_count")
     rows = value(server, "analytics_poll_rows_sum")
+    announced = value(server, "analytics_poll_announced_total")
 
     Api(server.url, mint_token(tenant, roles=("ingest",))).ingest((entity_id, "ticketsSold", 7))
     assert subscriber.wait_for("metric:update")["value"] == 7
     # One subscriber: one worker emits once. Only that worker has a subscriber, so only it emits.
     wait_for_value(server, EMITS, emits + 1, namespace="/dashboard", event="metric:update")
     assert value(server, "analytics_change_age_at_emit_seconds_count") == ages + 1
-    wait_for_value(server, "analytics_poll_rows_sum", rows + 2, at_least=True)  # each worker's poller reads it
+    # Each worker's poller takes it: the one that wrote it as announced, without a query; the other reads it.
+    wait_for_value(server, "analytics_poll_rows_sum", rows + 2, at_least=True)
+    wait_for_value(server, "analytics_poll_announced_total", announced + 1, at_least=True)
 
 
 def test_an_idle_sqlite_poller_skips_its_query_yet_sees_a_row_written_straight_into_the_database(

@@ -38,7 +38,7 @@ from app.services import changes as change_log
 from app.services.entities import entity_snapshot
 from app.services.history import chart_history
 from app.services.resume import resume_entity
-from app.telemetry import POLL_FAILURES, POLL_SKIPS, observe_poll
+from app.telemetry import POLL_ANNOUNCED, POLL_FAILURES, POLL_SKIPS, observe_poll
 
 log = logging.getLogger(__name__)
 
@@ -183,10 +183,12 @@ class ChangePoller:
         outage = database_outage(self._app)
         while self._running:
             try:
-                if due or self._must_read or self._gaps or probe.changed():
+                if due or self._must_read or self._gaps:
                     more = self.tick()
-                elif self._announced:
+                elif self._announced:  # before the probe, which this process's own commit changed
                     more = self.tick(read=False)
+                elif probe.changed():
+                    more = self.tick()
                 else:
                     more = False
                     POLL_SKIPS.inc()
@@ -231,6 +233,7 @@ class ChangePoller:
             batch = None if read else self._continuing(announced)
             if batch is not None:
                 self._deliver(batch)
+                POLL_ANNOUNCED.inc()
             else:
                 self._must_read = False  # this read answers every wake-up so far
                 with self._app.app_context():
