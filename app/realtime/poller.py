@@ -8,6 +8,9 @@ Guarantees (see docs/websocket-api.md, "Ordering and delivery"):
   (then it is taken as rolled back);
 * no change is delivered twice: the poller only reads above its head or in
   its gaps;
+* a change this process committed and announced (a REST write) is delivered
+  as announced, without a read, only when it is the next of the stream
+  (right above the head, no gap open); otherwise the next read has it;
 * a value never goes backwards: several changes of one metric in a tick are
   conflated to the newest, and a late gap row is dropped when the metric's
   current value (``metric_values``, in the same snapshot) has a higher ``seq``;
