@@ -6,7 +6,7 @@ from flask import Flask
 
 from app.config import load_config
 from app.database import configure_engine, end_outages_on_checkout, outage_trackers
-from app.extensions import csrf, db, migrate
+from app.extensions import CookieSessions, csrf, db, migrate
 from app.logs import configure_logging, with_request_ids
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +26,7 @@ def create_app(config=None, realtime=True):
     app.config.from_mapping(load_config(app.instance_path))
     if config:
         app.config.from_mapping(config)
+    app.session_interface = CookieSessions()
     configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
 
     db.init_app(app)

@@ -237,6 +237,21 @@ def test_sign_out_ends_the_session(admin_client, dashboard):
     assert is_sign_in_page(refused)
 
 
+def test_only_a_request_with_the_session_cookie_builds_its_signer(app, admin_client, rest, monkeypatch):
+    # extensions.CookieSessions: REST requests never carry the cookie; a signed-in page does, and is checked.
+    built = []
+    build = type(app.session_interface).get_signing_serializer
+    monkeypatch.setattr(
+        type(app.session_interface), "get_signing_serializer", lambda s, a: built.append(1) or build(s, a)
+    )
+    rest.call("GET", "/dashboards", 200)
+    assert built == []
+    assert admin_client.get("/admin").status_code == 200 and built
+    tampered = copy_of_cookie(admin_client)
+    tampered.set_cookie(app.config["SESSION_COOKIE_NAME"], "not-signed")
+    assert is_sign_in_page(tampered.get("/admin", follow_redirects=True))
+
+
 def copy_of_cookie(client):
     """A new test client of the same app carrying a copy of ``client``'s session cookie (as an attacker would)."""
     copy = client.application.test_client()

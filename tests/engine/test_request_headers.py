@@ -4,10 +4,11 @@ Through gevent's own handler: the headers of a request read from a socket pair b
 """
 
 import io
+from types import SimpleNamespace
 
 import gevent.socket
 import pytest
-from gevent.pywsgi import WSGIServer
+from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from app.realtime.engine.handler import ConnectionHandler, RequestHeaders
 
@@ -96,6 +97,13 @@ def test_a_hostile_line_costs_one_pass(raw):
         read(raw)
 
 
+def test_environ_items_are_what_gevents_own_headers_method_makes_of_the_lines():
+    headers = read(BROWSER_REQUEST.split(b"\r\n\r\n")[0] + b"\r\nX_Forged: 1\r\nX-Ok-2: a b\r\n\r\n")
+    gevents = list(WSGIHandler._headers(SimpleNamespace(headers=headers)))
+    assert headers.environ_items() == gevents
+    assert ("HTTP_X_OK_2", "a b") in gevents and not any(key == "HTTP_X_FORGED" for key, _ in gevents)
+
+
 def serve_one(request):
     """Send ``request`` to gevent's handler as the worker runs it (ConnectionHandler); return (environ, response)."""
     seen = {}
@@ -117,11 +125,12 @@ def serve_one(request):
 
 
 def test_the_environ_carries_the_headers_with_repeated_ones_joined():
-    environ, response = serve_one(b"POST /x?q=1 HTTP/1.1\r\n" + BROWSER_REQUEST)
+    environ, response = serve_one(b"POST /x?q=1 HTTP/1.1\r\nX_Forged: 1\r\n" + BROWSER_REQUEST)
     assert response.startswith(b"HTTP/1.1 204")
     assert environ["HTTP_HOST"] == "example.test" and environ["HTTP_COOKIE"] == "a=1; b=2"
     assert environ["CONTENT_TYPE"] == "application/json" and environ["CONTENT_LENGTH"] == "2"
     assert environ["HTTP_X_LATIN"] == "\xe9t\xe9" and environ["HTTP_X_EMPTY"] == ""
+    assert "HTTP_X_FORGED" not in environ and "HTTP_CONTENT_TYPE" not in environ
     assert environ["body"] == b"{}"
 
 

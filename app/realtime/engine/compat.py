@@ -313,7 +313,9 @@ UPSTREAM = (
         "gevent.pywsgi:WSGIHandler._headers",
         "5575828695b50513",
         "turns headers.headers ('Name: value\\r\\n' lines, a folded line joined to the one before) into HTTP_* "
-        "environ keys, dropping names with '_': handler.RequestHeaders yields such lines (it refuses folded ones).",
+        "environ keys, dropping names with '_' and leaving out Content-Type and Content-Length: "
+        "handler.ConnectionHandler._headers replaces it with RequestHeaders.environ_items, which makes the same "
+        "items from the parsed headers (RequestHeaders refuses folded lines).",
     ),
     Upstream(
         "gevent",

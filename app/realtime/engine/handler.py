@@ -109,6 +109,11 @@ class ConnectionHandler(WebSocketHandler):
             raise ValueError("both Transfer-Encoding and Content-Length")
         return headers
 
+    def _headers(self):
+        """gevent's ``HTTP_*`` environ items, taken from the parsed headers instead of formatting each one into a
+        line and splitting it again (``RequestHeaders.environ_items``)."""
+        return self.headers.environ_items()
+
     def format_request(self):
         """gevent's request line for the access log, with the credentials in its query cut out (polling ``sid``)."""
         return redact_query(super().format_request())
@@ -243,6 +248,19 @@ class RequestHeaders:
     @property
     def headers(self):
         return [f"{name}: {value}\r\n" for name, _, value in self._fields]
+
+    def environ_items(self):
+        """``(HTTP_NAME, value)`` for each header, as gevent's ``WSGIHandler._headers`` makes them from ``headers``:
+        a name with ``_`` dropped (it could pose as one with ``-``), Content-Type and Content-Length left out (the
+        environ has them without the prefix), a name given twice given twice (gevent joins them)."""
+        items = []
+        for name, _, value in self._fields:
+            if "_" in name:
+                continue
+            key = name.replace("-", "_").upper()
+            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                items.append(("HTTP_" + key, value))
+        return items
 
 
 def peek_now(rfile, sock):
