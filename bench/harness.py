@@ -13,6 +13,7 @@ import resource
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from contextlib import closing, suppress
@@ -207,6 +208,11 @@ class Tenant:
             session.put(f"{base}/entities/{entity}", json=body, timeout=30).raise_for_status()
 
 
+#: A load generator's configuration larger than this goes through a file: Linux refuses one command-line argument
+#: over 128 KiB (MAX_ARG_STRLEN), which 10,000 entity ids exceed ("Argument list too long").
+MAX_INLINE_CONFIG_BYTES = 64 * 1024
+
+
 class LoadGenerator:
     """N Node processes of bench/loadgen holding ``clients`` subscribed websocket connections.
 
@@ -230,6 +236,7 @@ class LoadGenerator:
     ):
         self.procs = []
         self._lines = []
+        self._config_files = []
         self.clients = clients
         end = offset + clients
         while offset < end:
@@ -248,8 +255,15 @@ class LoadGenerator:
                 cfg["transports"] = list(transports)
             if keep_alive:
                 cfg["keepAlive"] = True
+            config = json.dumps(cfg)
+            if len(config) > MAX_INLINE_CONFIG_BYTES:  # thousands of entity ids: through a file instead
+                fd, path = tempfile.mkstemp(prefix="loadgen-", suffix=".json")
+                with os.fdopen(fd, "w") as config_file:
+                    config_file.write(config)
+                self._config_files.append(path)
+                config = "@" + path
             proc = subprocess.Popen(
-                [NODE, str(BENCH / "loadgen" / "loadgen.mjs"), json.dumps(cfg)],
+                [NODE, str(BENCH / "loadgen" / "loadgen.mjs"), config],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -325,6 +339,9 @@ class LoadGenerator:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        for path in self._config_files:
+            with suppress(OSError):
+                os.remove(path)
                 proc.wait(timeout=5)
 
 

@@ -16,13 +16,15 @@
 //
 // Control on stdin, one JSON line each: {"cmd": "reset"} zeroes the counters, {"cmd": "report"}
 // prints them, {"cmd": "close"} disconnects and exits. Output on stdout: JSON lines with "event".
+import fs from 'node:fs';
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import readline from 'node:readline';
 import { io as ioClient } from 'socket.io-client';
 import WebSocket from 'ws';
 
-const cfg = JSON.parse(process.argv[2]);
+// A configuration too large for one argument (thousands of entities) comes as @<path of a JSON file>.
+const cfg = JSON.parse(process.argv[2].startsWith('@') ? fs.readFileSync(process.argv[2].slice(1), 'utf8') : process.argv[2]);
 const NS = cfg.namespace || '/dashboard';
 const BUCKET_MS = 0.1; // histogram resolution
 const MAX_MS = 60_000;
