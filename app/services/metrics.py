@@ -199,24 +199,20 @@ def record_metrics(tenant_id, points, max_metrics_per_entity, registration=Regis
     ``max_metrics_per_entity`` distinct metric names is refused whole with
     TOO_MANY_METRICS. The database trigger moves ``metric_values`` to each new value.
     """
+    single = len(points) == 1  # the usual REST write: one statement when it passes every check
     with write_connection() as connection:
-        last_seq = None
-        if len(points) == 1:  # the usual REST write: one statement when it passes every check
-            last_seq = _insert_known_point(connection, tenant_id, points[0], max_metrics_per_entity)
+        last_seq = _insert_known_point(connection, tenant_id, points[0], max_metrics_per_entity) if single else None
         if last_seq is None:
             last_seq = _check_and_insert(connection, tenant_id, points, max_metrics_per_entity, registration)
     # A single point's change is handed to this process's poller with the announcement: it needs no read to
     # deliver it. A batch's rows are read back (their seqs are not all known here).
-    change_committed.send(changes=_single_change(tenant_id, points, last_seq))
+    change_committed.send(changes=(_metric_change(tenant_id, points[0], last_seq),) if single else ())
     return ingest_result(len(points), last_seq)
 
 
-def _single_change(tenant_id, points, seq):
-    """The change-log row of a write of one point, as the poller reads it (``Change``); none for a batch."""
-    if len(points) != 1:
-        return ()
-    point = points[0]
-    change = Change(
+def _metric_change(tenant_id, point, seq):
+    """The change-log row of ``point`` written at ``seq``, as the poller reads it (``Change``)."""
+    return Change(
         seq,
         tenant_id,
         CHANGE_METRIC,
@@ -227,7 +223,6 @@ def _single_change(tenant_id, points, seq):
         dashboard_id=None,
         payload=None,
     )
-    return (change,)
 
 
 def _insert_known_point(connection, tenant_id, point, max_metrics_per_entity):
