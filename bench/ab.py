@@ -43,14 +43,26 @@ def main():
     parser.add_argument("--seconds", type=float, default=5.0, help="length of one window")
     parser.add_argument("--clients", type=int, default=2000)
     parser.add_argument("--entities", type=int, default=4)
+    parser.add_argument(
+        "--writes",
+        choices=("rest", "database"),
+        default="rest",
+        help="how ours is fed: REST writes, or rows written straight into its database (the peer takes REST)",
+    )
     opts = parser.parse_args()
     opts.runs, opts.database_url = opts.rounds, None
     sides = [*opts.checkouts, *(["peer"] if opts.peer else [])]
     harness.install_cleanup()
-    cfg = {"clients": opts.clients, "entities": opts.entities, "rates": opts.rates, "seconds": opts.seconds}
+    cfg = {
+        "clients": opts.clients,
+        "entities": opts.entities,
+        "rates": opts.rates,
+        "seconds": opts.seconds,
+        "writes": opts.writes,
+    }
     log(f"bench.ab: {', '.join(f'{n}={p}' for n, p in opts.checkouts.items())}")
     started = time.monotonic()
-    results = scenario_fanout(sides, cfg, opts, roots=opts.checkouts)
+    results = scenario_fanout(sides, cfg, opts, roots=opts.checkouts, writes=opts.writes)
     first = sides[0]
     table = []
     for i, rate in enumerate(opts.rates):

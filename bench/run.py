@@ -258,8 +258,8 @@ def scenario_capacity(server_name, cfg, opts):
     return {"steps": steps}
 
 
-def scenario_fanout(server_names, cfg, opts, workers=1, roots=None, **env):
-    """N clients over E entities on each server, REST writes at rising rates until delivery falls behind.
+def scenario_fanout(server_names, cfg, opts, workers=1, roots=None, writes="rest", **env):
+    """N clients over E entities on each server, writes at rising rates until delivery falls behind.
 
     The servers are held at once and measured in turn, one window each, ``opts.runs`` rounds per
     rate (the order reversed every round): the shared machine's speed drifts within minutes, and
@@ -267,6 +267,8 @@ def scenario_fanout(server_names, cfg, opts, workers=1, roots=None, **env):
     only; the others sit idle meanwhile (ours at 1,000 to 5,000 held: under 1% of a core).
 
     A name other than ``ours`` and ``peer`` is ours run from the checkout ``roots[name]`` (bench.ab).
+    ``writes="database"`` feeds ours by rows written straight into its database (the peer, which
+    has none, still takes REST writes).
     """
     points = {name: [] for name in server_names}
     with contextlib.ExitStack() as stack:
@@ -276,7 +278,10 @@ def scenario_fanout(server_names, cfg, opts, workers=1, roots=None, **env):
             kind, root = ("peer", None) if name == "peer" else ("ours", (roots or {}).get(name))
             session = Session(kind, tmp, cfg["entities"], workers, opts.database_url, root=root, **env)
             stack.callback(session.close)
-            held[name] = (session, session.writer("rest"), session.connect(cfg["clients"])["connected"])
+            writer = session.writer("rest" if kind == "peer" else writes)
+            if hasattr(writer, "close"):
+                stack.callback(writer.close)
+            held[name] = (session, writer, session.connect(cfg["clients"])["connected"])
         active = list(server_names)
         for rate in cfg.get("rates", [cfg.get("rate")]):
             runs = {name: [] for name in active}
