@@ -279,8 +279,7 @@ def scenario_fanout(server_names, cfg, opts, workers=1, roots=None, writes="rest
             session = Session(kind, tmp, cfg["entities"], workers, opts.database_url, root=root, **env)
             stack.callback(session.close)
             writer = session.writer("rest" if kind == "peer" else writes)
-            if hasattr(writer, "close"):
-                stack.callback(writer.close)
+            stack.callback(writer.close)
             held[name] = (session, writer, session.connect(cfg["clients"])["connected"])
         active = list(server_names)
         for rate in cfg.get("rates", [cfg.get("rate")]):
