@@ -339,10 +339,10 @@ class LoadGenerator:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait(timeout=5)
         for path in self._config_files:
             with suppress(OSError):
                 os.remove(path)
-                proc.wait(timeout=5)
 
 
 def percentiles(buckets, bucket_ms):
