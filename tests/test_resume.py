@@ -166,13 +166,16 @@ def test_more_than_resume_max_changes_is_not_recovered(limited, connect):
     subscribe(first, "event-1")
     since = applied_seq(api, first, "event-1", "start")
     api.ingest(("event-1", "a", 1), ("event-1", "b", 2))
-    event, resumed, _ = subscribe(connect(tenant, server=limited), "event-1", since_seq=since)
+    resumer = connect(tenant, server=limited)
+    event, resumed, _ = subscribe(resumer, "event-1", since_seq=since)
     assert (event, set(resumed["metrics"])) == ("dashboard:resume", {"a", "b"})
 
     last = api.ingest(("event-1", "c", 3), ("event-1", "d", 4))["lastSeq"]  # four changes since: over the limit of 3
     # Once the server has read them: until then the resume from `since` read above is still the state its stream
-    # has reached, and is sent again (ChangePoller._kept_resume), the new changes following as updates.
-    first.wait_for("metric:update", lambda u: u["seq"] == last)
+    # has reached, and is sent again (ChangePoller._kept_resume), the new changes following as updates. It is kept
+    # by the worker that served `resumer`, which need not be `first`'s: each worker reads the log on its own.
+    for client in (first, resumer):
+        client.wait_for("metric:update", lambda u: u["seq"] == last)
     event, state, _ = subscribe(connect(tenant, server=limited), "event-1", since_seq=since)
     assert (event, state["recovered"]) == ("dashboard:initial", False)
     assert state["metrics"] == {"start": 0.0, "a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}
