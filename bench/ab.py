@@ -13,13 +13,11 @@ bench/results/ab-<time>.json.
 """
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
 from bench import harness
-from bench.run import RESULTS, log, scenario_fanout
+from bench.run import log, scenario_fanout
 
 
 def parse_checkouts(text):
@@ -74,10 +72,8 @@ def main():
         row["ratios"] = {n: round(row[n] / base, 3) for n in sides if row[n] and base}
         table.append(row)
         print(f"{rate:>5} writes/s  " + "  ".join(f"{n} {row[n]} ({row['ratios'].get(n)})" for n in sides))
-    out = RESULTS / f"ab-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    RESULTS.mkdir(exist_ok=True)
     record = {
-        "command": " ".join([".venv/bin/python -m bench.ab", *sys.argv[1:]]),
+        "command": harness.command("ab"),
         "checkouts": {n: str(p) for n, p in opts.checkouts.items()},
         "machine": harness.machine(),
         "config": cfg,
@@ -86,8 +82,7 @@ def main():
         "table": table,
         "fanout": results,
     }
-    out.write_text(json.dumps(record, indent=1))
-    print(out)
+    print(harness.save_result("ab", record))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ server's CPU. Writes bench/results/admission-<time>.json.
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -85,7 +84,7 @@ def main():
     if args.root:
         servers.append(("ours", args.root, "ours-before"))
     servers.append(("peer", None, "peer"))
-    result = {"command": " ".join([".venv/bin/python -m bench.admission", *sys.argv[1:]]), "machine": harness.machine()}
+    result = {"command": harness.command("admission"), "machine": harness.machine()}
     runs = {label: [] for _, _, label in servers}
     for round_ in range(args.rounds):
         for name, root, label in servers if round_ % 2 == 0 else servers[::-1]:
@@ -96,8 +95,7 @@ def main():
     result["median_ms_per_socket"] = {
         label: statistics.median(r["ms_per_socket"] for r in rs) for label, rs in runs.items()
     }
-    path = harness.BENCH / "results" / f"admission-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
+    path = harness.save_result("admission", result)
     print(json.dumps(result["median_ms_per_socket"]))
     print(path)
 

@@ -14,7 +14,6 @@ cost by themselves. Writes bench/results/floor-<time>.json.
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -116,16 +115,14 @@ def main():
     for name, value in median.items():
         print(f"{name:>14} {value:.3f} ms of server CPU per write")
     result = {
-        "command": " ".join([".venv/bin/python -m bench.floor", *sys.argv[1:]]),
+        "command": harness.command("floor"),
         "writes": args.writes,
         "rounds": args.rounds,
         "cpu_ms_per_write": runs,
         "median": median,
         "machine": harness.machine(),
     }
-    path = harness.BENCH / "results" / f"floor-{stamp}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(path)
+    print(harness.save_result("floor", result, stamp))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,7 @@ Writes bench/results/graphql-<time>.json.
 """
 
 import argparse
-import json
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -113,7 +111,7 @@ def main():
     parser.add_argument("--database-url", help="DATABASE_URL for ours (default: a fresh SQLite file)")
     args = parser.parse_args()
     harness.install_cleanup()
-    result = {"command": " ".join([".venv/bin/python -m bench.graphql", *sys.argv[1:]]), "machine": harness.machine()}
+    result = {"command": harness.command("graphql"), "machine": harness.machine()}
     with tempfile.TemporaryDirectory() as tmp:
         server = harness.make_server("ours", tmp, database_url=args.database_url).start()
         try:
@@ -149,9 +147,7 @@ def main():
             }
         )
     result["rows"] = rows
-    path = harness.BENCH / "results" / f"graphql-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    path = harness.save_result("graphql", result)
     for row in rows:
         print(
             f"{row['shape']:>17} {row['api']:>8}: {row['cpu_ms_per_answer_median']:8.3f} ms CPU per answer "

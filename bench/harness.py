@@ -13,6 +13,7 @@ import resource
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -27,6 +28,7 @@ from testkit import JWT_SECRET, LiveServer, free_port, mint_token, server_env
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
 NODE = shutil.which("node") or "node"
 CLIENTS_PER_GENERATOR = 2500
 
@@ -468,6 +470,19 @@ def subscribers_per_entity(clients, entities):
     for i in range(clients):
         counts[entities[i % len(entities)]] += 1
     return counts
+
+
+def command(tool):
+    """How bench tool ``tool`` (``bench.<tool>``) was run, for its result record."""
+    return " ".join([f".venv/bin/python -m bench.{tool}", *sys.argv[1:]])
+
+
+def save_result(name, record, stamp=None):
+    """Write a result record to bench/results/<name>-<stamp>.json (``stamp``: now) and return its path."""
+    path = RESULTS / f"{name}-{stamp or time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
 
 
 def machine():

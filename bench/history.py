@@ -18,7 +18,6 @@ Writes bench/results/history-<time>.json.
 import argparse
 import json
 import math
-import sys
 import tempfile
 import threading
 import time
@@ -179,7 +178,7 @@ def main():
     parser.add_argument("--database-url", help="DATABASE_URL for ours (default: a fresh SQLite file)")
     args = parser.parse_args()
     harness.install_cleanup()
-    result = {"command": " ".join([".venv/bin/python -m bench.history", *sys.argv[1:]]), "machine": harness.machine()}
+    result = {"command": harness.command("history"), "machine": harness.machine()}
 
     with tempfile.TemporaryDirectory() as tmp:
         server = harness.make_server("ours", tmp, database_url=args.database_url, RETENTION_INTERVAL="1")
@@ -238,10 +237,8 @@ def main():
         finally:
             server.stop()
 
-    path = harness.BENCH / "results" / f"history-{time.strftime('%Y%m%d-%H%M%S')}.json"
     result["database"] = "postgresql" if args.database_url else "sqlite"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(path)
+    print(harness.save_result("history", result))
 
 
 if __name__ == "__main__":

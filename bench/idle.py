@@ -10,13 +10,11 @@ of what the fan-out grid's cells measure. Writes bench/results/idle-<time>.json.
 """
 
 import argparse
-import json
-import sys
 import tempfile
 import time
 
 from bench import harness
-from bench.run import RESULTS, Session, log
+from bench.run import Session, log
 
 SETTLE_SECONDS = 3
 
@@ -50,15 +48,13 @@ def main():
         for kind in ("ours", "peer"):
             rows.append(idle_cpu(kind, clients, args.seconds))
             log(f"  {kind} {rows[-1]['clients']} idle sockets: {rows[-1]['percent_of_a_core']}% of a core")
-    out = RESULTS / f"idle-{time.strftime('%Y%m%d-%H%M%S')}.json"
     record = {
-        "command": " ".join([".venv/bin/python -m bench.idle", *sys.argv[1:]]),
+        "command": harness.command("idle"),
         "seconds": args.seconds,
         "rows": rows,
         "machine": harness.machine(),
     }
-    out.write_text(json.dumps(record, indent=1) + "\n")
-    print(out)
+    print(harness.save_result("idle", record))
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def post_writes(url, token, entities, writes, threads, batch=1):
 
 
 def profile_path(stamp, suffix):
-    return harness.BENCH / "results" / f"profile-write-{stamp}.{suffix}"
+    return harness.RESULTS / f"profile-write-{stamp}.{suffix}"
 
 
 def start_profile(server, stamp):
@@ -126,7 +126,7 @@ def main():
 
     median = {key: sorted(run[key] for run in runs)[len(runs) // 2] for key in runs[0]}
     result = {
-        "command": " ".join([".venv/bin/python -m bench.ingest", *sys.argv[1:]]),
+        "command": harness.command("ingest"),
         "database": "postgresql" if args.database_url else "sqlite",
         "writes": args.writes,
         "threads": args.threads,
@@ -136,8 +136,7 @@ def main():
         "median": median,
         "machine": harness.machine(),
     }
-    path = harness.BENCH / "results" / f"ingest-{stamp}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = harness.save_result("ingest", result, stamp)
     if args.profile:
         raw = profile_path(stamp, "txt")
         summary = {"command": result["command"], "collapsed": str(raw.relative_to(harness.ROOT)), **summarize(raw)}

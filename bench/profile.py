@@ -134,7 +134,7 @@ def main():
         finally:
             session.close()
     summary = {
-        "command": " ".join([".venv/bin/python -m bench.profile", *sys.argv[1:]]),
+        "command": harness.command("profile"),
         "clients": ready["connected"],
         "entities": opts.entities,
         "rate": opts.rate,
@@ -144,8 +144,7 @@ def main():
         "flamegraph": str(svg.relative_to(harness.ROOT)) if svg.exists() else None,
         **summarize(raw),
     }
-    out = RESULTS / f"{name}-{stamp}.json"
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    out = harness.save_result(name, summary, stamp)
     print(json.dumps({k: summary[k] for k in ("samples", "inclusive_pct", "top_self_pct")}, indent=2))
     print(out)
 

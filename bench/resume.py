@@ -13,7 +13,6 @@ Writes bench/results/resume-<time>.json.
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 import uuid
@@ -56,7 +55,7 @@ def main():
     parser.add_argument("--database-url", help="DATABASE_URL for ours (default: a fresh SQLite file)")
     args = parser.parse_args()
     harness.install_cleanup()
-    result = {"command": " ".join([".venv/bin/python -m bench.resume", *sys.argv[1:]]), "machine": harness.machine()}
+    result = {"command": harness.command("resume"), "machine": harness.machine()}
     with tempfile.TemporaryDirectory() as tmp:
         server = harness.make_server("ours", tmp, database_url=args.database_url).start()
         try:
@@ -88,9 +87,7 @@ def main():
             result["runs"] = runs
         finally:
             server.stop()
-    path = harness.BENCH / "results" / f"resume-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(path)
+    print(harness.save_result("resume", result))
 
 
 if __name__ == "__main__":

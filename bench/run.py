@@ -27,7 +27,7 @@ import requests
 from bench import harness
 from bench.harness import LoadGenerator, RestWriter, Tenant, make_server
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = harness.RESULTS
 CLIENT = "raw"  # load-generator client, --client
 
 PROFILES = {
@@ -438,7 +438,7 @@ def main():
     fd_limit = harness.install_cleanup()
     results = {
         "profile": opts.profile,
-        "command": " ".join([".venv/bin/python -m bench.run", *sys.argv[1:]]),
+        "command": harness.command("run"),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": harness.machine(),
         "open_files_limit": fd_limit,

@@ -348,7 +348,7 @@ def main():
     args = parser.parse_args()
     harness.install_cleanup()
     result = {
-        "command": " ".join([".venv/bin/python -m bench.workers", *sys.argv[1:]]),
+        "command": harness.command("workers"),
         "options": vars(args),
         "machine": harness.machine(),
     }
@@ -369,9 +369,7 @@ def main():
             result["handoff_cost"] = handoff_cost(held, args)
     result["seconds"] = round(time.monotonic() - started, 1)
     result["load_average_end"] = os.getloadavg()
-    path = harness.BENCH / "results" / f"workers-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(path)
+    print(harness.save_result("workers", result))
 
 
 if __name__ == "__main__":
